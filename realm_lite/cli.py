@@ -1,0 +1,104 @@
+"""`realm-lite` command line: world, corpus, demo. Later stages (pretrain, finetune, evaluate) slot in here."""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub name otherwise takes ~50 s to fail offline; opt in with 0
+
+
+def _config(args):
+    from realm_lite.config import get_config, parse_overrides
+
+    return get_config(args.preset, **parse_overrides(args.set or []))
+
+
+def cmd_world(args) -> None:
+    from realm_lite.world import World
+
+    cfg = _config(args)
+    world = World.generate(cfg)
+    world.save(args.out)
+    cfg.save(args.out)
+    print(f"world written to {args.out}: {world.summary()}")
+
+
+def cmd_corpus(args) -> None:
+    from realm_lite.corpus import prepare_corpus
+
+    cfg = _config(args)
+    prepared = prepare_corpus(args.corpus, cfg, args.out)
+    print(f"blocks written to {args.out}: {prepared.stats}")
+
+
+def cmd_demo(args) -> None:
+    """The quick end-to-end path so far: world -> WordPiece -> blocks -> masked examples."""
+    from realm_lite.corpus import prepare_corpus
+    from realm_lite.masking import STRATEGIES, get_tagger, mask, sentence_spans
+
+    t0 = time.time()
+    cfg = _config(args)
+    out = Path(args.out)
+    prepared = prepare_corpus(args.corpus, cfg, out)
+    tok, blocks = prepared.tokenizer, prepared.blocks
+    tagger_name, tagger = get_tagger()
+    annotated = blocks[0].spans is not None
+    print(f"corpus      {args.corpus}: {prepared.stats['passages']} documents -> {len(blocks)} blocks "
+          f"of <= {cfg.block_len} wordpieces")
+    if prepared.world is not None:
+        print(f"world       {prepared.world.summary()}")
+    print(f"tokenizer   {'WordPiece trained on the corpus' if not cfg.tokenizer else cfg.tokenizer}, "
+          f"{len(tok)} wordpieces -> {out / 'tokenizer'}")
+    print(f"spans       {'corpus annotations' if annotated else 'tagger ' + tagger_name}")
+    rng = random.Random(cfg.seed)
+    for block in rng.sample(blocks, min(args.examples, len(blocks))):
+        sentences = [s for s in sentence_spans(block, tagger) if s[1]]
+        if not sentences:
+            continue
+        text, spans, _ = rng.choice(sentences)
+        print(f"\n[{block.id}] {block.title}\n  x: {text}")
+        for strategy in STRATEGIES:
+            ex = mask(text, spans, tok, cfg, rng, strategy)
+            if ex is not None:
+                shown = tok.decode(ex.input_ids[1:-1]).replace("[MASK]", "_")
+                print(f"  {strategy:<13} {shown}   -> {tok.decode(ex.target_ids)!r}")
+    print(f"\ndone in {time.time() - t0:.1f}s; outputs in {out}/")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="realm-lite", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p, corpus=True):
+        p.add_argument("--preset", default="quick", help="quick | cpu | full (see realm_lite.config)")
+        p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config keys, e.g. seed=1")
+        p.add_argument("--out", required=True, help="output directory")
+        if corpus:
+            p.add_argument("--corpus", default="world", help="world | squad | a file (.json .tsv .jsonl .txt)")
+
+    p = sub.add_parser("world", help="generate the synthetic encyclopedia as JSONL")
+    common(p, corpus=False)
+    p.set_defaults(fn=cmd_world)
+    p = sub.add_parser("corpus", help="tokenizer and REALM blocks for a corpus")
+    common(p)
+    p.set_defaults(fn=cmd_corpus)
+    p = sub.add_parser("demo", help="the quick end-to-end path, with a short summary")
+    common(p)
+    p.add_argument("--examples", type=int, default=3, help="masked examples to show")
+    p.set_defaults(fn=cmd_demo)
+
+    args = parser.parse_args(argv)
+    try:
+        args.fn(args)
+    except (FileNotFoundError, ValueError, KeyError, ImportError, OSError) as e:
+        print(f"realm-lite {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
