@@ -48,6 +48,30 @@ class Config:
     span_geometric_p: float = 0.2  # SpanBERT span lengths ~ Geometric(p), clipped
     span_max_words: int = 10
 
+    # --- encoders (realm_lite.retriever, realm_lite.reader) ---
+    backbone: str = ""  # "" = BERTs built from scratch with the sizes below; else an HF dir, hub name or "minilm"
+    hidden: int = 64  # from-scratch BERT width
+    heads: int = 2
+    retriever_layers: int = 2  # Embed_input and Embed_doc
+    reader_layers: int = 2  # the knowledge-augmented encoder
+    proj_dim: int = 128  # d: [CLS] state projected to d, f(x,z) = Embed_input(x)^T Embed_doc(z)
+    pooling: str = "cls"  # cls (the paper) | mean
+
+    # --- ICT warm start (realm_lite.ict) ---
+    ict_steps: int = 100
+    ict_batch: int = 32
+    ict_lr: float = 1e-3
+    ict_remove_prob: float = 0.9  # the query sentence is removed from its block with this probability
+
+    # --- MIPS (realm_lite.mips) ---
+    index: str = "exact"  # exact (torch matmul + top-k) | flat | ivf | hnsw (FAISS)
+    refresh_every: int = 50  # steps between index refreshes (the paper: about 500)
+    refresh_mode: str = "async"  # async: a builder process; sync: in the training loop (teaching, tests)
+    builder_threads: int = 1  # CPU threads of the builder process
+    embed_bf16: bool = True  # bf16 autocast when embedding the corpus on CPU (2-3x faster, exact enough)
+
+    log_every: int = 10  # print a line every N steps
+
     # --- free-form notes kept with the run ---
     notes: dict = field(default_factory=dict)
 

@@ -1,0 +1,73 @@
+"""Inverse Cloze Task warm start for the retriever (ORQA, Lee et al. 2019; REALM section 3.4). Notebook 02.
+
+A random sentence of a block is the pseudo-query x; the rest of the block is its pseudo-evidence z.
+The sentence is removed from its block with probability 0.9, so the towers must learn more than
+word overlap. Loss: softmax over the batch's blocks (the other blocks are the negatives),
+
+    P_ICT(z | x) = exp f(x, z) / sum_{z' in batch} exp f(x, z').
+"""
+from __future__ import annotations
+
+import random
+import time
+
+import torch
+import torch.nn.functional as F
+
+from realm_lite.retriever import Retriever, encode_blocks, encode_queries
+
+
+def split_heldout(blocks, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Block indices for ICT training and for held-out evaluation (a fixed, seeded split)."""
+    idx = list(range(len(blocks)))
+    random.Random(seed).shuffle(idx)
+    n = max(1, int(round(fraction * len(idx))))
+    return sorted(idx[n:]), sorted(idx[:n])
+
+
+def ict_pair(block, rng: random.Random, remove_prob: float) -> tuple[str, str] | None:
+    """(query sentence x, its block z with x removed w.p. remove_prob); None for a one-sentence block."""
+    if len(block.sentences) < 2:
+        return None
+    i = rng.randrange(len(block.sentences))
+    s, e, _ = block.sentences[i]
+    query = block.text[s:e]
+    context = block.text if rng.random() >= remove_prob else (block.text[:s] + block.text[e:]).strip()
+    return query, " ".join(context.split())
+
+
+def ict_loss(retriever: Retriever, queries: list[str], titles: list[str], contexts: list[str], tokenizer, cfg,
+             device) -> tuple[torch.Tensor, float]:
+    """In-batch softmax loss and accuracy: query i's positive is context i, the others are negatives."""
+    q = retriever.embed_input(**encode_queries(queries, tokenizer, cfg.query_len, device))  # (B, D)
+    z = retriever.embed_doc(**encode_blocks(titles, contexts, tokenizer, cfg.block_len, device))  # (B, D)
+    logits = retriever.relevance(q, z)  # (B, B)
+    target = torch.arange(len(queries), device=logits.device)
+    return F.cross_entropy(logits, target), (logits.argmax(-1) == target).float().mean().item()
+
+
+def train_ict(retriever: Retriever, blocks, tokenizer, cfg, device="cpu", block_ids=None, log=print) -> list[dict]:
+    """`cfg.ict_steps` steps of ICT on `blocks` (or the subset `block_ids`); returns the logged history."""
+    rng = random.Random(cfg.seed)
+    pool = [i for i in (block_ids if block_ids is not None else range(len(blocks))) if len(blocks[i].sentences) >= 2]
+    if len(pool) < 2:
+        raise ValueError("ICT needs at least two blocks with two or more sentences")
+    retriever.to(device).train()
+    opt = torch.optim.AdamW(retriever.parameters(), lr=cfg.ict_lr)
+    history, t0 = [], time.time()
+    for step in range(1, cfg.ict_steps + 1):
+        batch = rng.sample(pool, min(cfg.ict_batch, len(pool)))  # distinct blocks: no false negatives
+        pairs = [ict_pair(blocks[i], rng, cfg.ict_remove_prob) for i in batch]
+        loss, acc = ict_loss(retriever, [p[0] for p in pairs], [blocks[i].title for i in batch],
+                             [p[1] for p in pairs], tokenizer, cfg, device)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(retriever.parameters(), 1.0)
+        opt.step()
+        if step % cfg.log_every == 0 or step == cfg.ict_steps:
+            rec = {"step": step, "loss": round(loss.item(), 4), "in_batch_acc": round(acc, 4),
+                   "steps_per_s": round(step / (time.time() - t0), 2)}
+            history.append(rec)
+            log(f"ict step {step:5d}  loss {rec['loss']:.3f}  in-batch acc {rec['in_batch_acc']:.3f}  "
+                f"{rec['steps_per_s']:.1f} steps/s")
+    return history

@@ -1,0 +1,96 @@
+"""The neural knowledge retriever p(z|x) (paper section 3.2). Notebook 02.
+
+    Embed_input(x) = W_input BERT_CLS(join_BERT(x))          # (B, D)
+    Embed_doc(z)   = W_doc   BERT_CLS(join_BERT(z_title, z_body))
+    f(x, z)        = Embed_input(x)^T Embed_doc(z)            # relevance score
+    p(z | x)       = exp f(x, z) / sum_z' exp f(x, z')
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from transformers import BertConfig, BertModel
+
+from realm_lite.tokenizer import resolve_checkpoint
+
+
+def build_bert(cfg, n_layers: int, vocab_size: int) -> BertModel:
+    """A BertModel: `cfg.backbone` loaded from a directory or hub name, or built from scratch at cfg's sizes."""
+    if cfg.backbone:
+        name = resolve_checkpoint(cfg.backbone)
+        try:
+            return BertModel.from_pretrained(name, add_pooling_layer=False)
+        except OSError as e:
+            raise OSError(f"could not load backbone {cfg.backbone!r} from {name!r}: {e}") from None
+    config = BertConfig(vocab_size=vocab_size, hidden_size=cfg.hidden, num_hidden_layers=n_layers,
+                        num_attention_heads=cfg.heads, intermediate_size=4 * cfg.hidden,
+                        max_position_embeddings=max(512, cfg.block_len + cfg.query_len + 8))
+    return BertModel(config, add_pooling_layer=False)
+
+
+class Tower(nn.Module):
+    """Embed_input or Embed_doc: a BERT whose [CLS] (or mean) state is projected to d dimensions."""
+
+    def __init__(self, bert: BertModel, proj_dim: int, pooling: str = "cls"):
+        super().__init__()
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"unknown pooling {pooling!r}; valid: cls, mean")
+        self.bert, self.pooling = bert, pooling
+        self.proj = nn.Linear(bert.config.hidden_size, proj_dim, bias=False)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        h = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, H)
+        if self.pooling == "cls":
+            pooled = h[:, 0]  # (B, H)
+        else:
+            m = attention_mask.unsqueeze(-1).to(h.dtype)  # (B, L, 1)
+            pooled = (h * m).sum(1) / m.sum(1).clamp(min=1)  # (B, H)
+        return self.proj(pooled)  # (B, D)
+
+
+class Retriever(nn.Module):
+    """The two towers and the relevance score f(x, z) = Embed_input(x)^T Embed_doc(z)."""
+
+    def __init__(self, cfg, vocab_size: int):
+        super().__init__()
+        self.embed_input = Tower(build_bert(cfg, cfg.retriever_layers, vocab_size), cfg.proj_dim, cfg.pooling)
+        self.embed_doc = Tower(build_bert(cfg, cfg.retriever_layers, vocab_size), cfg.proj_dim, cfg.pooling)
+        # ORQA/REALM start both towers from the same weights; a from-scratch pair starts identical too.
+        self.embed_doc.load_state_dict(self.embed_input.state_dict())
+
+    def relevance(self, q: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """f(x, z): (B, D) x (N, D) -> (B, N), or (B, D) x (B, K, D) -> (B, K)."""
+        if z.dim() == 3:
+            return torch.einsum("bd,bkd->bk", q, z)
+        return q @ z.T
+
+
+# ---- inputs -------------------------------------------------------------------------------------
+def encode_queries(texts: list[str], tokenizer, max_len: int, device=None) -> dict:
+    """`[CLS] x [SEP]` ids and mask for a batch of queries: (B, L)."""
+    enc = tokenizer(texts, truncation=True, max_length=max_len, padding=True, return_tensors="pt")
+    return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
+
+
+def encode_blocks(titles: list[str], texts: list[str], tokenizer, max_len: int, device=None) -> dict:
+    """`[CLS] title [SEP] body [SEP]` ids and mask for a batch of blocks z: (N, L)."""
+    enc = tokenizer(titles, texts, truncation="only_second", max_length=max_len, padding=True,
+                    return_tensors="pt")
+    return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
+
+
+@torch.no_grad()
+def embed_blocks(tower: Tower, blocks, tokenizer, max_len: int, batch_size: int = 256,
+                 device="cpu", autocast: bool = True) -> torch.Tensor:
+    """Embed_doc(z) for every block, in batches, without gradients: (N, D) float32 on `device`."""
+    was_training = tower.training
+    tower.eval()
+    device = torch.device(device)
+    out = []
+    for i in range(0, len(blocks), batch_size):
+        chunk = blocks[i:i + batch_size]
+        enc = encode_blocks([b.title for b in chunk], [b.text for b in chunk], tokenizer, max_len, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            out.append(tower(**enc).float())
+    tower.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, tower.proj.out_features, device=device)
