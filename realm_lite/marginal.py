@@ -1,0 +1,89 @@
+"""The knowledge-augmented encoder p(y|z,x) and the marginal likelihood p(y|x) (paper 2.2, 3.1, 3.2). Notebook 04.
+
+    p(y | z, x) = prod_j p(y_j | z, x),   p(y_j | z, x) ∝ exp(w_j^T BERT_MASK(j)(join_BERT(x, z_body)))
+    log p(y | x) = logsumexp_z [ log p(z | x) + log p(y | z, x) ]      over the top k and the null document ∅
+
+The MLM head is computed only at the masked positions: for a small model the vocabulary
+projection over every position would cost more than the encoder itself.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers import BertModel
+
+
+class KnowledgeAugmentedEncoder(nn.Module):
+    """BERT over `[CLS] x [SEP] z [SEP]` with an MLM head tied to the word embeddings."""
+
+    def __init__(self, bert: BertModel):
+        super().__init__()
+        h = bert.config.hidden_size
+        self.bert = bert
+        self.transform = nn.Sequential(nn.Linear(h, h), nn.GELU(), nn.LayerNorm(h, eps=bert.config.layer_norm_eps))
+        self.bias = nn.Parameter(torch.zeros(bert.config.vocab_size))
+
+    def forward(self, input_ids, attention_mask, token_type_ids, masked_positions, target_ids) -> torch.Tensor:
+        """log p(y | z, x) for each row: (N, L) inputs, (N, M) masked positions and targets (-100 = padding) -> (N,)."""
+        h = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                      token_type_ids=token_type_ids).last_hidden_state  # (N, L, H)
+        h = h.gather(1, masked_positions.unsqueeze(-1).expand(-1, -1, h.shape[-1]))  # (N, M, H)
+        logits = self.transform(h) @ self.bert.embeddings.word_embeddings.weight.T + self.bias  # (N, M, V)
+        logp = F.log_softmax(logits.float(), dim=-1)
+        valid = target_ids != -100  # (N, M)
+        tok = logp.gather(-1, target_ids.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (N, M) log p(y_j|z,x)
+        return (tok * valid).sum(-1)  # (N,)
+
+    @torch.no_grad()
+    def predict(self, input_ids, attention_mask, token_type_ids, masked_positions) -> torch.Tensor:
+        """argmax wordpiece at each masked position: (N, M)."""
+        h = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                      token_type_ids=token_type_ids).last_hidden_state
+        h = h.gather(1, masked_positions.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
+        return (self.transform(h) @ self.bert.embeddings.word_embeddings.weight.T + self.bias).argmax(-1)
+
+
+def join_inputs(x_ids: list[list[int]], z_ids: list[list[list[int]]], sep_id: int, pad_id: int,
+                max_z: int, device=None) -> dict:
+    """`[CLS] x [SEP] z [SEP]` for every query b and each of its K candidates: tensors of shape (B*K, L).
+
+    `x_ids[b]` already holds `[CLS] ... [SEP]` with masks applied; `z_ids[b][k]` is a block body's
+    wordpieces (an empty list is the null document ∅). Masked positions are unchanged by the join.
+    """
+    rows, types = [], []
+    for x, zs in zip(x_ids, z_ids):
+        for z in zs:
+            z = list(z[:max_z])
+            rows.append(list(x) + z + [sep_id])
+            types.append([0] * len(x) + [1] * (len(z) + 1))
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    tt = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (r, t) in enumerate(zip(rows, types)):
+        ids[i, :len(r)] = torch.tensor(r)
+        tt[i, :len(t)] = torch.tensor(t)
+    return {"input_ids": ids.to(device), "attention_mask": (ids != pad_id).long().to(device),
+            "token_type_ids": tt.to(device)}
+
+
+def pad_targets(positions: list[list[int]], targets: list[list[int]], repeat: int = 1, device=None):
+    """Masked positions and targets padded to (B*repeat, M); padded targets are -100."""
+    m = max(len(p) for p in positions)
+    pos = torch.zeros((len(positions), m), dtype=torch.long)
+    tgt = torch.full((len(positions), m), -100, dtype=torch.long)
+    for i, (p, t) in enumerate(zip(positions, targets)):
+        pos[i, :len(p)] = torch.tensor(p)
+        tgt[i, :len(t)] = torch.tensor(t)
+    return pos.repeat_interleave(repeat, 0).to(device), tgt.repeat_interleave(repeat, 0).to(device)
+
+
+def marginal_log_likelihood(scores: torch.Tensor, log_p_y_given_zx: torch.Tensor) -> torch.Tensor:
+    """log p(y|x) = logsumexp_z [log p(z|x) + log p(y|z,x)] with p(z|x) = softmax_z f(x,z): (B, K) -> (B,)."""
+    log_p_z = F.log_softmax(scores, dim=-1)  # (B, K)
+    return torch.logsumexp(log_p_z + log_p_y_given_zx, dim=-1)  # (B,)
+
+
+def retrieval_utility(log_p_y_given_x: torch.Tensor, log_p_y_given_null: torch.Tensor) -> torch.Tensor:
+    """RU = log p(y|x) - log p(y|∅,x): how much the retrieved documents help over the null document."""
+    return log_p_y_given_x - log_p_y_given_null
