@@ -38,6 +38,7 @@ def cmd_corpus(args) -> None:
 def cmd_demo(args) -> None:
     """The quick end-to-end path so far: world -> WordPiece -> blocks -> masked examples."""
     from realm_lite.corpus import prepare_corpus
+    from realm_lite.display import show_masked
     from realm_lite.masking import STRATEGIES, get_tagger, mask, sentence_spans
 
     t0 = time.time()
@@ -56,7 +57,7 @@ def cmd_demo(args) -> None:
     print(f"spans       {'corpus annotations' if annotated else 'tagger ' + tagger_name}")
     rng = random.Random(cfg.seed)
     for block in rng.sample(blocks, min(args.examples, len(blocks))):
-        sentences = [s for s in sentence_spans(block, tagger) if s[1]]
+        sentences = [s for s in sentence_spans(block, tagger) if s[1] and (s[2] or not annotated)]
         if not sentences:
             continue
         text, spans, _ = rng.choice(sentences)
@@ -64,8 +65,13 @@ def cmd_demo(args) -> None:
         for strategy in STRATEGIES:
             ex = mask(text, spans, tok, cfg, rng, strategy)
             if ex is not None:
-                shown = tok.decode(ex.input_ids[1:-1]).replace("[MASK]", "_")
-                print(f"  {strategy:<13} {shown}   -> {tok.decode(ex.target_ids)!r}")
+                print(f"  {strategy:<13} {show_masked(ex, tok)}")
+            if strategy == "salient" and ex is not None and prepared.world is not None:
+                facts = next((s.facts for s in spans if (s.start, s.end) == ex.span), [])
+                others = {d for f in facts for d in prepared.world.docs_stating(f)} - {block.doc_id}
+                if others:
+                    titles = ", ".join(prepared.world.document(d).title for d in sorted(others))
+                    print(f"  {'':<13} the answer is also stated in: {titles}")
     print(f"\ndone in {time.time() - t0:.1f}s; outputs in {out}/")
 
 
