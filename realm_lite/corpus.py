@@ -211,10 +211,10 @@ def _block_passage(p: Passage, title_len: int, starts: list[int], block_len: int
             stats["split_sentences"] += 1
         while len(toks) > budget:
             cut = budget
-            while cut > 1 and _inside_span(starts[toks[cut]], spans, p.text):
+            while cut > 0 and _inside_span(starts[toks[cut]], spans, p.text):
                 cut -= 1  # step back to a word boundary outside every span
-            if cut <= 1:
-                cut = budget
+            if cut == 0:
+                cut = budget  # no such boundary: cut mid-span (counted in spans_dropped)
             pieces.append((starts[toks[0]], starts[toks[cut]], list(facts), cut))
             s, toks = starts[toks[cut]], toks[cut:]
         pieces.append((s, e, list(facts), len(toks)))

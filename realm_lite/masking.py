@@ -40,7 +40,7 @@ _DATE = re.compile(
     rf"\b(?:\d{{1,2}} {_MONTH},? \d{{3,4}}|{_MONTH} \d{{1,2}},? \d{{3,4}}|{_MONTH} \d{{3,4}}|\d{{1,2}} {_MONTH}"
     rf"|1\d{{3}}s|20\d{{2}}s|1\d{{3}}|20\d{{2}})\b")
 _CAP = r"(?:[A-Z][\w'\-]*|\d+)"
-_NAME = re.compile(rf"\b[A-Z][\w'\-]*(?:\s+(?:(?:of|the|de|von|van|and|for|upon)\s+)*{_CAP})*")
+_NAME = re.compile(rf"\b[A-Z][\w'\-]*(?:\s+(?:(?:of|the|de|von|van|for|upon)\s+)*{_CAP})*")
 _LEADING = re.compile(r"^(?:The|A|An|In|On|At|By|For|From|During|After|Before|This|That|These|Its|His|Her|Their)\s+")
 
 
@@ -48,17 +48,20 @@ def regex_tagger(text: str) -> list[Span]:
     """The fallback tagger: dates by regular expression, names as runs of capitalised words."""
     spans = [Span(m.start(), m.end(), "DATE") for m in _DATE.finditer(text)]
     taken = [(s.start, s.end) for s in spans]
-    for m in _NAME.finditer(text):
+    blanked = text
+    for a, b in taken:  # names must not run into a date ("In 1995 Microsoft ...")
+        blanked = blanked[:a] + "." * (b - a) + blanked[b:]
+    for m in _NAME.finditer(blanked):
         start, end, name = m.start(), m.end(), m.group()
         lead = _LEADING.match(name)
         if lead:
             start, name = start + lead.end(), name[lead.end():]
-        name_stripped = re.sub(r"(?:\s+(?:of|the|de|von|van|and|for|upon))+$", "", name)
+        name_stripped = re.sub(r"(?:\s+(?:of|the|de|von|van|for|upon))+$", "", name)
         end = start + len(name_stripped)
         words = name_stripped.split()
         if not words:
             continue
-        at_sentence_start = start == 0 or re.search(r"[.!?]\s+[\"'(]?$", text[:start]) is not None
+        at_sentence_start = start == 0 or re.search(r"(?<!\.\.)[.!?]\s+[\"'(]?$", blanked[:start]) is not None
         if len(words) == 1 and at_sentence_start and not words[0].isupper():
             continue  # "However", "Many", ...: capitalised only because they start a sentence
         if any(a < end and start < b for a, b in taken):

@@ -347,8 +347,8 @@ class World:
         fact = self.fact_of(subject, relation)
         kind, value = _value_kind(relation), str(value)
         if kind in ("date", "year"):
-            ok = re.fullmatch(r"\d{3,4}" if kind == "year" else r"\d{1,2} [A-Z][a-z]+ \d{3,4}", value)
-            if not ok:
+            m = re.fullmatch(r"\d{3,4}" if kind == "year" else r"(\d{1,2}) ([A-Z][a-z]+) \d{3,4}", value)
+            if not m or (kind == "date" and (m.group(2) not in MONTHS or not 1 <= int(m.group(1)) <= 31)):
                 example = "1870" if kind == "year" else "3 May 1870"
                 raise ValueError(f"{relation} takes a {kind} like {example!r}, got {value!r}")
         elif value not in self.entities or self.entities[value].kind != kind:
