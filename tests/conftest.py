@@ -1,0 +1,38 @@
+"""Shared fixtures: a quick world, a WordPiece tokenizer trained on it (once per session), the SQuAD path."""
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub name otherwise takes ~50 s to fail offline
+
+import pytest
+
+from realm_lite.config import get_config
+
+SQUAD_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "squad-v1.1"
+
+
+@pytest.fixture(scope="session")
+def cfg():
+    return get_config("quick")
+
+
+@pytest.fixture(scope="session")
+def world(cfg):
+    from realm_lite.world import World
+
+    return World.generate(cfg)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(world, tmp_path_factory):
+    from realm_lite.tokenizer import train_wordpiece
+
+    texts = [f"{d.title} {d.text}" for d in world.documents]
+    return train_wordpiece(texts, 3000, tmp_path_factory.mktemp("tok") / "tokenizer")
+
+
+@pytest.fixture(scope="session")
+def squad_dir():
+    if not (SQUAD_DIR / "dev-v1.1-part-a.json").exists():
+        pytest.skip(f"real-data test: {SQUAD_DIR} is absent (CI has it beside the clone as ../shared)")
+    return SQUAD_DIR
