@@ -308,10 +308,10 @@ def prepare_corpus(spec: str, cfg, out_dir: str | Path) -> PreparedCorpus:
     """Corpus -> tokenizer -> blocks, written under `out_dir` (config.json, tokenizer/, blocks.jsonl, ...)."""
     from realm_lite.tokenizer import get_tokenizer
 
+    passages, questions, world = load_corpus(spec, cfg)  # bad input fails here, before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out)
-    passages, questions, world = load_corpus(spec, cfg)
     if world is not None:
         world.save(out / "world")
     tokenizer = get_tokenizer(cfg, (f"{p.title} {p.text}" for p in passages), out / "tokenizer")
