@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Iterable
 
@@ -41,11 +42,9 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, out_dir: str | Path, 
     tok = BertTokenizerFast(vocab=wp.get_vocab(), do_lower_case=lowercase, strip_accents=lowercase)
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # a leftover from an interrupted run
     tok.save_pretrained(tmp)
-    if out_dir.exists():
-        import shutil
-
-        shutil.rmtree(out_dir)
+    shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(tmp, out_dir)
     return load_tokenizer(out_dir)
 
