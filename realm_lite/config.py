@@ -70,10 +70,42 @@ class Config:
     builder_threads: int = 1  # CPU threads of the builder process
     embed_bf16: bool = True  # bf16 autocast when embedding the corpus on CPU (2-3x faster, exact enough)
 
+    # --- retriever warm start (realm_lite.pretrain) ---
+    warm_start: str = "ict"  # ict (ORQA, the paper) | none (cold start: a randomly initialised retriever)
+
+    # --- REALM pre-training (realm_lite.realm, realm_lite.pretrain; paper sections 3.1-3.4) ---
+    realm_steps: int = 40
+    batch_size: int = 8  # masked sentences x per step
+    k: int = 8  # candidates per x: the top k-1 retrieved blocks plus the null document (the paper: 8)
+    reader_lr: float = 5e-4  # the knowledge-augmented encoder
+    retriever_lr: float = 3e-5  # both towers (the paper's value; higher wipes out the warm start at small scale)
+    weight_decay: float = 0.01
+    warmup_steps: int = 10  # linear warm-up, then linear decay to 0
+    clip_norm: float = 1.0
+    autocast: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU | bf16 | off
+    checkpoint_every: int = 100  # steps between checkpoints (one is always written at the end)
+    eval_queries: int = 200  # held-out masked sentences evaluated (0 = all of them)
+    recall_k: int = 5  # gold-document recall@k reported
+
     log_every: int = 10  # print a line every N steps
+    progress: bool = False  # a tqdm progress bar (to stderr) instead of only the periodic lines
 
     # --- free-form notes kept with the run ---
     notes: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value, default = getattr(self, f.name), f.default if f.default is not dataclasses.MISSING else None
+            ok = {bool: lambda v: isinstance(v, bool), int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+                  float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+                  str: lambda v: isinstance(v, str)}.get(type(default), lambda v: True)
+            if not ok(value):
+                raise ConfigError(f"config key {f.name!r} must be {type(default).__name__}, got {value!r}")
+        for key, valid in CHOICES.items():
+            if getattr(self, key) not in valid:
+                raise ConfigError(f"config key {key!r} is {getattr(self, key)!r}; valid: {', '.join(valid)}")
+        if self.k < 2:
+            raise ConfigError(f"k={self.k}: REALM needs at least one retrieved block beside the null document")
 
     def replace(self, **overrides) -> "Config":
         """A copy with keyword overrides; an unknown key is an error listing the valid ones."""
@@ -109,11 +141,24 @@ class Config:
         return cls(**d)
 
 
+CHOICES = {
+    "masking": ("salient", "random-token", "random-span"),
+    "pooling": ("cls", "mean"),
+    "index": ("exact", "flat", "ivf", "hnsw"),
+    "refresh_mode": ("async", "sync"),
+    "warm_start": ("ict", "none"),
+    "autocast": ("auto", "bf16", "off"),
+}
+
 PRESETS: dict[str, dict] = {
     # CI: seconds per stage, learns little, exercises everything.
-    "quick": dict(world_entities=400, vocab_size=3000, block_len=128, query_len=48),
+    # Small from-scratch towers use mean pooling: with [CLS] pooling, 2 x 64 ICT did not learn at all
+    # (in-batch accuracy 0 after 300 steps; mean pooling 0.94). See README "What it takes ...".
+    "quick": dict(world_entities=400, vocab_size=3000, block_len=128, query_len=48, pooling="mean"),
     # A 2-core laptop, all stages within 30 minutes.
-    "cpu": dict(world_entities=2000, vocab_size=8000, block_len=128, query_len=64),
+    "cpu": dict(world_entities=2000, vocab_size=8000, block_len=128, query_len=64, pooling="mean", ict_steps=1000,
+                realm_steps=1500, batch_size=16, warmup_steps=100, refresh_every=100, checkpoint_every=250,
+                eval_queries=0, log_every=50, progress=True),
     # A GPU: bert-base towers over Wikipedia-scale blocks, the paper's block length.
     "full": dict(
         world_entities=20000,
@@ -121,6 +166,10 @@ PRESETS: dict[str, dict] = {
         vocab_size=30522,
         block_len=288,
         query_len=96,
+        backbone="bert-base-uncased",  # REALM starts all three encoders from BERT
+        ict_steps=10000, ict_batch=128, ict_lr=1e-4,
+        realm_steps=100000, batch_size=64, reader_lr=3e-5, warmup_steps=10000, refresh_every=500,
+        checkpoint_every=2000, eval_queries=0, log_every=100, progress=True,
     ),
 }
 

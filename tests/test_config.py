@@ -178,3 +178,19 @@ def test_load_unknown_key_names_file_and_key(tmp_path):
     assert str(path) in str(e.value)
     assert "block_length" in str(e.value)
     assert "block_len" in str(e.value)  # the valid keys are listed
+
+
+def test_values_are_type_checked_and_choices_validated(tmp_path):
+    with pytest.raises(ConfigError, match="'block_len' must be int"):
+        get_config("quick", block_len="400")
+    with pytest.raises(ConfigError, match="warm_start"):
+        get_config("quick", warm_start="bm25")
+    with pytest.raises(ConfigError, match="k=1"):
+        get_config("quick", k=1)
+    path = tmp_path / "config.json"
+    d = get_config("quick").to_dict()
+    d["realm_steps"] = "40"
+    path.write_text(json.dumps(d))
+    with pytest.raises(ConfigError, match="realm_steps"):
+        Config.load(path)
+    assert get_config("quick", reader_lr=1).reader_lr == 1  # an int is a fine float
