@@ -315,6 +315,8 @@ def prepare_corpus(spec: str, cfg, out_dir: str | Path) -> PreparedCorpus:
     if world is not None:
         world.save(out / "world")
     tokenizer = get_tokenizer(cfg, (f"{p.title} {p.text}" for p in passages), out / "tokenizer")
+    if cfg.tokenizer or cfg.backbone:  # a pretrained vocabulary: keep a copy, so the run directory is complete
+        tokenizer.save_pretrained(str(out / "tokenizer"))
     blocks, stats = make_blocks(passages, tokenizer, cfg.block_len)
     save_blocks(out / "blocks.jsonl", blocks)
     write_jsonl(out / "questions.jsonl", questions)

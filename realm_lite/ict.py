@@ -71,3 +71,28 @@ def train_ict(retriever: Retriever, blocks, tokenizer, cfg, device="cpu", block_
             log(f"ict step {step:5d}  loss {rec['loss']:.3f}  in-batch acc {rec['in_batch_acc']:.3f}  "
                 f"{rec['steps_per_s']:.1f} steps/s")
     return history
+
+
+@torch.no_grad()
+def ict_recall(retriever: Retriever, blocks, heldout: list[int], tokenizer, cfg, device="cpu", ks=(1, 5)) -> dict:
+    """Held-out ICT recall@k: a sentence of each held-out block must find that block (sentence removed) among all."""
+    from realm_lite.mips import MipsIndex
+    from realm_lite.retriever import embed_blocks
+
+    rng = random.Random(cfg.seed + 1)
+    pairs = [(i, ict_pair(blocks[i], rng, remove_prob=1.0)) for i in heldout if len(blocks[i].sentences) >= 2]
+    if not pairs:
+        raise ValueError("no held-out block has two sentences: ICT recall is undefined")
+    was_training = retriever.training
+    retriever.eval()
+    emb = embed_blocks(retriever.embed_doc, blocks, tokenizer, cfg.block_len, device=device,
+                       autocast=torch.device(device).type != "cpu" or cfg.embed_bf16)  # (N, D)
+    ctx = retriever.embed_doc(**encode_blocks([blocks[i].title for i, _ in pairs], [p[1] for _, p in pairs],
+                                              tokenizer, cfg.block_len, device))  # (H, D)
+    emb[torch.tensor([i for i, _ in pairs], device=emb.device)] = ctx.float()  # the held-out blocks lose x
+    q = retriever.embed_input(**encode_queries([p[0] for _, p in pairs], tokenizer, cfg.query_len, device))
+    _, top = MipsIndex(emb).search(q, max(ks))  # (H, max k)
+    retriever.train(was_training)
+    target = torch.tensor([i for i, _ in pairs], device=top.device).unsqueeze(1)
+    return {f"ict_recall@{k}": round((top[:, :k] == target).any(1).float().mean().item(), 4) for k in ks} | \
+        {"ict_queries": len(pairs)}

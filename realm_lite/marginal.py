@@ -24,24 +24,30 @@ class KnowledgeAugmentedEncoder(nn.Module):
         self.transform = nn.Sequential(nn.Linear(h, h), nn.GELU(), nn.LayerNorm(h, eps=bert.config.layer_norm_eps))
         self.bias = nn.Parameter(torch.zeros(bert.config.vocab_size))
 
-    def forward(self, input_ids, attention_mask, token_type_ids, masked_positions, target_ids) -> torch.Tensor:
-        """log p(y | z, x) for each row: (N, L) inputs, (N, M) masked positions and targets (-100 = padding) -> (N,)."""
+    def token_log_probs(self, input_ids, attention_mask, token_type_ids, masked_positions) -> torch.Tensor:
+        """log p(y_j = v | z, x) at each masked position: (N, L) inputs, (N, M) positions -> (N, M, V) float32."""
         h = self.bert(input_ids=input_ids, attention_mask=attention_mask,
                       token_type_ids=token_type_ids).last_hidden_state  # (N, L, H)
-        h = h.gather(1, masked_positions.unsqueeze(-1).expand(-1, -1, h.shape[-1]))  # (N, M, H)
+        h = h.gather(1, masked_positions.unsqueeze(-1).expand(-1, -1, h.shape[-1]))  # (N, M, H): masked only
         logits = self.transform(h) @ self.bert.embeddings.word_embeddings.weight.T + self.bias  # (N, M, V)
-        logp = F.log_softmax(logits.float(), dim=-1)
-        valid = target_ids != -100  # (N, M)
-        tok = logp.gather(-1, target_ids.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (N, M) log p(y_j|z,x)
-        return (tok * valid).sum(-1)  # (N,)
+        return F.log_softmax(logits.float(), dim=-1)
+
+    def forward(self, input_ids, attention_mask, token_type_ids, masked_positions, target_ids) -> torch.Tensor:
+        """log p(y | z, x) for each row: (N, L) inputs, (N, M) masked positions and targets (-100 = padding) -> (N,)."""
+        logp = self.token_log_probs(input_ids, attention_mask, token_type_ids, masked_positions)  # (N, M, V)
+        return sequence_log_prob(logp, target_ids)
 
     @torch.no_grad()
     def predict(self, input_ids, attention_mask, token_type_ids, masked_positions) -> torch.Tensor:
         """argmax wordpiece at each masked position: (N, M)."""
-        h = self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                      token_type_ids=token_type_ids).last_hidden_state
-        h = h.gather(1, masked_positions.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
-        return (self.transform(h) @ self.bert.embeddings.word_embeddings.weight.T + self.bias).argmax(-1)
+        return self.token_log_probs(input_ids, attention_mask, token_type_ids, masked_positions).argmax(-1)
+
+
+def sequence_log_prob(token_logp: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
+    """log p(y | z, x) = sum_j log p(y_j | z, x): (N, M, V) and (N, M) targets (-100 = padding) -> (N,)."""
+    valid = target_ids != -100  # (N, M)
+    tok = token_logp.gather(-1, target_ids.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (N, M)
+    return (tok * valid).sum(-1)  # (N,)
 
 
 def join_inputs(x_ids: list[list[int]], z_ids: list[list[list[int]]], sep_id: int, pad_id: int,

@@ -124,6 +124,12 @@ class IndexRefresher:
                 if not wait:
                     return None
 
+    def adopt(self, index: MipsIndex, snapshot_step: int) -> None:
+        """Start from an existing index (a resumed run's), built from the snapshot taken at `snapshot_step`."""
+        if len(index) != len(self.blocks):
+            raise ValueError(f"index holds {len(index)} blocks, the corpus has {len(self.blocks)}")
+        self.index, self.index_step = index, snapshot_step
+
     def _swap(self, index: MipsIndex, snapshot_step: int) -> None:
         self.index, self.index_step = index, snapshot_step
         self.refreshes += 1

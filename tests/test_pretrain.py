@@ -1,0 +1,157 @@
+"""REALM pre-training: the step (null document, exclusion, live scores), queries and gold, the loop, resume, CLI."""
+import json
+import math
+import random
+
+import pytest
+import torch
+
+from realm_lite.cli import main
+from realm_lite.corpus import make_blocks, world_passages
+from realm_lite.mips import MipsIndex
+from realm_lite.pretrain import load_run, pretrain
+from realm_lite.queries import QueryPool
+from realm_lite.realm import BlockInputs, Realm, predict_spans, realm_loss
+from realm_lite.refresh import build_index
+
+TINY = dict(ict_steps=5, realm_steps=6, batch_size=4, refresh_every=2, refresh_mode="sync", eval_queries=12,
+            log_every=2, checkpoint_every=100, warmup_steps=2)
+
+
+@pytest.fixture(scope="module")
+def blocks(world, tokenizer, cfg):
+    return make_blocks(world_passages(world), tokenizer, cfg.block_len)[0]
+
+
+@pytest.fixture(scope="module")
+def pool(blocks, tokenizer, cfg, world):
+    return QueryPool(blocks, tokenizer, cfg, world)
+
+
+def test_training_sentences_never_state_a_heldout_fact(pool, blocks, world):
+    heldout = {f.id for f in world.facts.values() if f.split == "heldout"}
+    assert heldout and pool.train and pool.eval
+    for bi, text, _ in pool.train:
+        facts = next(f for s, e, f in blocks[bi].sentences if blocks[bi].text[s:e] == text)
+        assert not set(facts) & heldout
+
+
+def test_eval_gold_blocks_state_the_masked_fact_and_exclude_the_source(pool, blocks, world):
+    heldout = {f.id for f in world.facts.values() if f.split == "heldout"}
+    queries = pool.evaluation(50)
+    assert len(queries) == 50
+    for q in queries:
+        assert q.gold and q.source not in q.gold
+        start, end = q.example.span
+        span_facts = next(set(s.facts) for s in _spans_of(blocks[q.source], q.example.text) if (s.start, s.end) == (start, end))
+        for g in q.gold:
+            stated = {f for _, _, fs in blocks[g].sentences for f in fs}
+            assert stated & span_facts & heldout
+
+
+def _spans_of(block, text):
+    from realm_lite.masking import sentence_spans
+
+    return next(sp for t, sp, _ in sentence_spans(block) if t == text)
+
+
+def test_sampled_queries_know_their_gold(pool):
+    qs = pool.sample(random.Random(0), 40)
+    assert len(qs) == 40 and all(q.example.masked_positions for q in qs)
+    assert sum(q.gold is not None for q in qs) > 20 and all(q.source not in (q.gold or ()) for q in qs)
+
+
+def test_realm_step_null_document_exclusion_and_live_scores(blocks, tokenizer, cfg, pool):
+    torch.manual_seed(0)
+    model = Realm(cfg, len(tokenizer)).eval()  # no dropout, so scores can be recomputed exactly
+    inputs = BlockInputs(blocks, tokenizer, cfg.block_len)
+    index = build_index(model.retriever.embed_doc, blocks, tokenizer, cfg)
+    queries = pool.sample(random.Random(1), 3)
+    out = realm_loss(model, queries, index, inputs, k=4, device="cpu")
+    assert out["top"].shape == (3, 3) and out["scores"].shape == (3, 4)
+    for q, row in zip(queries, out["top"].tolist()):
+        assert q.source not in row  # trivial retrieval excluded
+    # candidate 0 is ∅: its score is Embed_input(x) . Embed_doc(empty block)
+    null = model.retriever.embed_doc(**inputs.doc_batch([], "cpu", null=True))
+    from realm_lite.realm import embed_queries
+    q = embed_queries(model, queries, tokenizer.pad_token_id, "cpu")
+    assert torch.allclose(out["scores"][:, 0], (q @ null.T).squeeze(1), atol=1e-5)
+    out["loss"].backward()  # the index is stale, yet the document tower gets gradients through the live scores
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.retriever.embed_doc.parameters())
+    assert math.isfinite(out["loss"].item())
+
+
+def test_predict_spans_picks_the_mixture_argmax():
+    # two candidates z0, z1 over a 3-word vocabulary and two masked positions
+    lp = torch.log(torch.tensor([[[[0.6, 0.3, 0.1], [0.6, 0.3, 0.1]],     # z0: y = (0, 0)
+                                  [[0.1, 0.8, 0.1], [0.1, 0.1, 0.8]]]]))  # z1: y = (1, 2)
+    tgt = torch.tensor([[[1, 2], [1, 2]]])
+    # p(y=(0,0)|x) = .2*.36 + .8*.01 = .08 ; p(y=(1,2)|x) = .2*.03 + .8*.64 = .518
+    assert predict_spans(lp, torch.log(torch.tensor([[0.2, 0.8]])), tgt).tolist() == [[1, 2]]
+    assert predict_spans(lp, torch.log(torch.tensor([[0.99, 0.01]])), tgt).tolist() == [[0, 0]]
+    # a padded position (target -100) does not count towards the score
+    tgt_pad = torch.tensor([[[1, -100], [1, -100]]])
+    assert predict_spans(lp, torch.log(torch.tensor([[0.5, 0.5]])), tgt_pad)[0, 0].item() == 1
+
+
+def _state(run):
+    return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+
+
+def test_resume_reaches_the_same_result(cfg, tokenizer, tmp_path):
+    tokenizer.save_pretrained(str(tmp_path / "tok"))  # both runs share it: WordPiece training is not deterministic
+    c = cfg.replace(**TINY, tokenizer=str(tmp_path / "tok"))
+    full = pretrain("world", c, tmp_path / "full", log=lambda s: None)
+    stopped = pretrain("world", c, tmp_path / "split", log=lambda s: None, stop_after=3)
+    assert stopped == {"stopped_at": 3} and _state(tmp_path / "split")["step"] == 3
+    resumed = pretrain("world", c, tmp_path / "split", resume=True, log=lambda s: None)
+    a, b = _state(tmp_path / "full"), _state(tmp_path / "split")
+    timeless = lambda h: [{k: v for k, v in r.items() if k != "steps_per_s"} for r in h]  # noqa: E731
+    assert a["step"] == b["step"] == 6 and timeless(a["history"]) == timeless(b["history"])
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert full["after_realm"] == resumed["after_realm"]
+    m = json.loads((tmp_path / "split" / "metrics.json").read_text())
+    assert {"recall@1", "recall@5", "acc_retrieval", "acc_null", "acc_gold", "ru"} <= set(m["after_realm"])
+
+
+def test_resume_rejects_a_corrupt_or_mismatched_index(cfg, tmp_path):
+    c = cfg.replace(**TINY)
+    run = tmp_path / "run"
+    pretrain("world", c, run, log=lambda s: None, stop_after=3)
+    index_file = run / _state(run)["index_file"]
+    good = index_file.read_bytes()
+    index_file.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ValueError, match="not a readable realm-lite index"):
+        pretrain("world", c, run, resume=True, log=lambda s: None)
+    other = MipsIndex(torch.randn(len(load_run(run)[1]), c.proj_dim), version="someone-else")
+    other.save(index_file)
+    with pytest.raises(ValueError, match="document encoder"):
+        pretrain("world", c, run, resume=True, log=lambda s: None)
+
+
+def test_existing_run_needs_resume(cfg, tmp_path):
+    c = cfg.replace(**TINY)
+    pretrain("world", c, tmp_path / "r", log=lambda s: None, stop_after=2)
+    with pytest.raises(FileExistsError, match="--resume"):
+        pretrain("world", c, tmp_path / "r", log=lambda s: None)
+    with pytest.raises(FileNotFoundError, match="not a realm-lite run"):
+        pretrain("world", c, tmp_path / "nothing", resume=True, log=lambda s: None)
+
+
+def test_cli_pretrain_cold_start_writes_metrics(tmp_path, capsys):
+    sets = [f"{k}={v}" for k, v in TINY.items()]
+    rc = main(["pretrain", "--preset", "quick", "--corpus", "world", "--no-ict", "--out", str(tmp_path / "cold"),
+               "--set", *sets])
+    assert rc == 0
+    m = json.loads((tmp_path / "cold" / "metrics.json").read_text())
+    assert m["warm_start"] == "none" and m["realm_steps"] == 6 and "after_realm" in m
+    assert main(["pretrain", "--out", str(tmp_path / "cold"), "--resume", "--no-ict"]) == 2
+    assert "drop --masking" in capsys.readouterr().err
+
+
+def test_cli_pretrain_bad_input(tmp_path, capsys):
+    assert main(["pretrain", "--out", str(tmp_path / "x"), "--corpus", str(tmp_path / "missing.jsonl")]) == 2
+    assert "missing.jsonl" in capsys.readouterr().err
+    assert main(["pretrain", "--out", str(tmp_path / "x"), "--set", "k=1"]) == 2
+    assert "k=1" in capsys.readouterr().err
