@@ -17,6 +17,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: install
+	rm -rf runs/demo
 	$(VENV)/bin/realm-lite demo --preset quick --out runs/demo
 
 test: install

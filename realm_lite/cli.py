@@ -1,4 +1,4 @@
-"""`realm-lite` command line: world, corpus, demo. Later stages (pretrain, finetune, evaluate) slot in here."""
+"""`realm-lite` command line: world, corpus, pretrain, demo. Later stages (finetune, evaluate) slot in here."""
 from __future__ import annotations
 
 import argparse
@@ -36,7 +36,7 @@ def cmd_corpus(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    """The quick end-to-end path so far: world -> WordPiece -> blocks -> masked examples."""
+    """The quick end-to-end path so far: world -> WordPiece -> blocks -> masked examples -> ICT + REALM."""
     from realm_lite.corpus import prepare_corpus
     from realm_lite.display import show_masked
     from realm_lite.masking import STRATEGIES, get_tagger, mask, sentence_spans
@@ -72,7 +72,32 @@ def cmd_demo(args) -> None:
                 if others:
                     titles = ", ".join(prepared.world.document(d).title for d in sorted(others))
                     print(f"  {'':<13} the answer is also stated in: {titles}")
+    if args.corpus == "world":  # the synthetic world knows its gold documents: pre-train and evaluate
+        from realm_lite.pretrain import metrics_table, pretrain
+
+        print(f"\nICT warm start and REALM pre-training ({cfg.ict_steps} + {cfg.realm_steps} steps) -> {out / 'pretrain'}")
+        metrics = pretrain("world", cfg, out / "pretrain", log=lambda s: None)
+        print(metrics_table(metrics))
     print(f"\ndone in {time.time() - t0:.1f}s; outputs in {out}/")
+
+
+def cmd_pretrain(args) -> None:
+    """Warm start (ICT, or none with --no-ict), REALM pre-training, evaluation; metrics.json in --out."""
+    from realm_lite.pretrain import metrics_table, pretrain
+
+    overrides = {}
+    if args.masking:
+        overrides["masking"] = args.masking
+    if args.no_ict:
+        overrides["warm_start"] = "none"
+    if args.resume and (overrides or args.set):
+        raise ValueError("--resume continues a run with its saved config; drop --masking/--no-ict/--set")
+    from realm_lite.config import get_config, parse_overrides
+
+    cfg = get_config(args.preset, **{**parse_overrides(args.set or []), **overrides})
+    metrics = pretrain(args.corpus, cfg, args.out, resume=args.resume)
+    print(metrics_table(metrics))
+    print(f"metrics written to {Path(args.out) / 'metrics.json'}")
 
 
 def main(argv=None) -> int:
@@ -97,10 +122,17 @@ def main(argv=None) -> int:
     p.add_argument("--examples", type=int, default=3, help="masked examples to show")
     p.set_defaults(fn=cmd_demo)
 
+    p = sub.add_parser("pretrain", help="ICT warm start, then REALM pre-training with index refresh")
+    common(p)
+    p.add_argument("--masking", choices=["salient", "random-token", "random-span"], help="default: the preset's")
+    p.add_argument("--no-ict", action="store_true", help="cold start: skip the ICT warm start")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.set_defaults(fn=cmd_pretrain)
+
     args = parser.parse_args(argv)
     try:
         args.fn(args)
-    except (FileNotFoundError, ValueError, KeyError, ImportError, OSError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError, KeyError, ImportError, OSError) as e:
         print(f"realm-lite {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

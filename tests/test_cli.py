@@ -24,7 +24,7 @@ def test_world_default_preset(tmp_path, world):
     assert [d.text for d in World.load(tmp_path).documents] == [d.text for d in world.documents]
 
 
-def test_demo_prints_masked_examples(tmp_path, capsys, cfg):
+def test_demo_prints_masked_examples_and_pretrains(tmp_path, capsys, cfg):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--examples", "4"]) == 0
     printed = capsys.readouterr().out
@@ -35,6 +35,8 @@ def test_demo_prints_masked_examples(tmp_path, capsys, cfg):
     for name in ("config.json", "tokenizer", "blocks.jsonl", "questions.jsonl", "world"):
         assert (out / name).exists(), name
     assert Config.load(out) == cfg
+    assert "after warm start (ict)" in printed and "after REALM" in printed  # the metrics table
+    assert (out / "pretrain" / "metrics.json").exists()
 
 
 def test_corpus_command(tmp_path, capsys):
