@@ -57,7 +57,7 @@ class Config:
     proj_dim: int = 128  # d: [CLS] state projected to d, f(x,z) = Embed_input(x)^T Embed_doc(z)
     pooling: str = "cls"  # cls (the paper) | mean
 
-    # --- ICT warm start (realm_lite.ict) ---
+    # --- retriever warm start: ICT (realm_lite.ict) or salient co-occurrence (realm_lite.warmstart) ---
     ict_steps: int = 100
     ict_batch: int = 32
     ict_lr: float = 1e-3
@@ -71,7 +71,8 @@ class Config:
     embed_bf16: bool = True  # bf16 autocast when embedding the corpus on CPU (2-3x faster, exact enough)
 
     # --- retriever warm start (realm_lite.pretrain) ---
-    warm_start: str = "ict"  # ict (ORQA, the paper) | none (cold start: a randomly initialised retriever)
+    warm_start: str = "ict"  # ict (ORQA, the paper) | salient (co-occurrence, realm_lite.warmstart) | none (cold start)
+    reader_warmup_steps: int = 0  # reader warm-up: z = x's own block minus x (realm_lite.warmstart); 0 = none
 
     # --- REALM pre-training (realm_lite.realm, realm_lite.pretrain; paper sections 3.1-3.4) ---
     realm_steps: int = 40
@@ -146,7 +147,7 @@ CHOICES = {
     "pooling": ("cls", "mean"),
     "index": ("exact", "flat", "ivf", "hnsw"),
     "refresh_mode": ("async", "sync"),
-    "warm_start": ("ict", "none"),
+    "warm_start": ("ict", "salient", "none"),
     "autocast": ("auto", "bf16", "off"),
 }
 

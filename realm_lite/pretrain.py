@@ -113,20 +113,30 @@ def evaluate(model: Realm, index: MipsIndex, queries, inputs: BlockInputs, cfg, 
     return out
 
 
-# ---- stage 1: the retriever warm start -----------------------------------------------------------
-def warm_start(model: Realm, blocks, tokenizer, cfg, device, log=print) -> dict:
-    """ICT on 90% of the blocks, recall on the rest (cfg.warm_start="ict"); nothing for a cold start ("none")."""
+# ---- stage 1: warm starts -----------------------------------------------------------------------
+def warm_start(model: Realm, pool: QueryPool, blocks, inputs: BlockInputs, tokenizer, cfg, device, log=print) -> dict:
+    """The retriever warm start (cfg.warm_start: ict, salient or none), then the reader warm-up if asked for."""
+    from realm_lite.warmstart import train_reader_warmup, train_salient
+
+    result, t0 = {"warm_start": cfg.warm_start}, time.time()
     if cfg.warm_start == "none":
         log("warm start: none (cold start, a randomly initialised retriever)")
-        return {"warm_start": "none"}
-    train_ids, heldout = split_heldout(blocks, 0.1, cfg.seed)
-    t0 = time.time()
-    history = train_ict(model.retriever, blocks, tokenizer, cfg, device, block_ids=train_ids, log=log)
-    result = {"warm_start": "ict", "ict_steps": cfg.ict_steps, "ict_seconds": round(time.time() - t0, 1),
-              "ict_in_batch_acc": history[-1]["in_batch_acc"] if history else None, "history": history}
-    result.update(ict_recall(model.retriever, blocks, heldout, tokenizer, cfg, device))
-    log(f"ict: held-out recall@1 {result['ict_recall@1']:.3f}  recall@5 {result['ict_recall@5']:.3f} "
-        f"over {result['ict_queries']} sentences")
+    elif cfg.warm_start == "ict":
+        train_ids, heldout = split_heldout(blocks, 0.1, cfg.seed)
+        history = train_ict(model.retriever, blocks, tokenizer, cfg, device, block_ids=train_ids, log=log)
+        result.update(ict_recall(model.retriever, blocks, heldout, tokenizer, cfg, device))
+        log(f"ict: held-out recall@1 {result['ict_recall@1']:.3f}  recall@5 {result['ict_recall@5']:.3f} "
+            f"over {result['ict_queries']} sentences")
+    else:
+        history = train_salient(model, pool, blocks, inputs, cfg, device, log=log)
+    if cfg.warm_start != "none":
+        result.update(retriever_steps=cfg.ict_steps, retriever_seconds=round(time.time() - t0, 1),
+                      in_batch_acc=history[-1]["in_batch_acc"] if history else None)
+    if cfg.reader_warmup_steps:
+        t1 = time.time()
+        reader_history = train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=log)
+        result.update(reader_warmup_steps=cfg.reader_warmup_steps, reader_warmup_seconds=round(time.time() - t1, 1),
+                      reader_warmup_exact=reader_history[-1]["exact"] if reader_history else None)
     return result
 
 
@@ -162,6 +172,7 @@ def train_realm(model: Realm, pool: QueryPool, blocks, inputs: BlockInputs, toke
         refresher.request(model.retriever.embed_doc, 0)
     model.train()
     bar = tqdm(total=cfg.realm_steps, initial=step, disable=not cfg.progress, file=sys.stderr, desc="REALM")
+    say = bar.write if cfg.progress and log is print else log  # log lines above the bar, not through it
     t0, t_start = time.time(), step
     try:
         while step < cfg.realm_steps:
@@ -185,7 +196,7 @@ def train_realm(model: Realm, pool: QueryPool, blocks, inputs: BlockInputs, toke
                 history.append(_summarize(window, step, (step - t_start) / (time.time() - t0), cfg))
                 window = []
                 r = history[-1]
-                log(f"realm step {step:5d}  loss {r['loss']:.3f}  token acc {r['token_acc']:.3f}  "
+                say(f"realm step {step:5d}  loss {r['loss']:.3f}  token acc {r['token_acc']:.3f}  "
                     f"RU {r['ru']:+.3f}  gold@{cfg.k - 1} {r['gold_recall']}  staleness {r['staleness']}  "
                     f"{r['steps_per_s']:.2f} steps/s")
             if step % cfg.checkpoint_every == 0 or step == cfg.realm_steps or step == stop_after:
@@ -264,14 +275,14 @@ def pretrain(spec: str, cfg, out_dir, resume: bool = False, log=print, stop_afte
     warm_path = out / "warmstart.pt"
     if resume and warm_path.exists():
         saved = torch.load(warm_path, map_location="cpu", weights_only=False)
-        model.retriever.load_state_dict(saved["retriever"])
+        model.load_state_dict(saved["model"])
         warm = saved["result"]
         log("warm start: loaded from warmstart.pt")
     else:
-        warm = warm_start(model, blocks, tokenizer, cfg, device, log)
+        warm = warm_start(model, pool, blocks, inputs, tokenizer, cfg, device, log)
         index = build_index(model.retriever.embed_doc, blocks, tokenizer, cfg, device)
-        warm["eval"] = evaluate(model, index, eval_queries, inputs, cfg, device, reader=False)
-        _save({"retriever": model.retriever.state_dict(), "result": warm}, warm_path)
+        warm["eval"] = evaluate(model, index, eval_queries, inputs, cfg, device, reader=cfg.reader_warmup_steps > 0)
+        _save({"model": model.state_dict(), "result": warm}, warm_path)
     log(f"after warm start: {_fmt(warm['eval'])}")
 
     t1 = time.time()
@@ -299,8 +310,10 @@ def metrics_table(metrics: dict) -> str:
     """The run's evaluation as a small table: one row after the warm start, one after REALM."""
     cols = [c for c in ("recall@1", "recall@5", "acc_retrieval", "acc_null", "acc_gold", "ru")
             if any(c in metrics[row] for row in ("after_warm_start", "after_realm"))]
-    lines = [f"{'held-out queries: ' + str(metrics['after_realm']['queries']):<28}" + "".join(f"{c:>14}" for c in cols)]
-    for row, name in (("after_warm_start", f"after warm start ({metrics['warm_start']})"), ("after_realm", "after REALM")):
-        lines.append(f"{name:<28}" + "".join(f"{metrics[row][c]:>14}" if c in metrics[row] else f"{'-':>14}"
+    head = f"held-out queries: {metrics['after_realm']['queries']}"
+    lines = [f"{head:<38}" + "".join(f"{c:>14}" for c in cols)]
+    warm = metrics["warm_start"] + (" + reader" if metrics["warm_start_details"].get("reader_warmup_steps") else "")
+    for row, name in (("after_warm_start", f"after warm start ({warm})"), ("after_realm", "after REALM")):
+        lines.append(f"{name:<38}" + "".join(f"{metrics[row][c]:>14}" if c in metrics[row] else f"{'-':>14}"
                                              for c in cols))
     return "\n".join(lines)

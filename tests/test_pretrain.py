@@ -155,3 +155,29 @@ def test_cli_pretrain_bad_input(tmp_path, capsys):
     assert "missing.jsonl" in capsys.readouterr().err
     assert main(["pretrain", "--out", str(tmp_path / "x"), "--set", "k=1"]) == 2
     assert "k=1" in capsys.readouterr().err
+
+
+def test_salient_positives_share_an_unmasked_span(pool, blocks):
+    from realm_lite.masking import regex_tagger
+    from realm_lite.warmstart import SalientIndex
+
+    index = SalientIndex(blocks, regex_tagger)
+    spans_of = {(bi, text): spans for bi, text, spans in pool.train}
+    found = 0
+    for q in pool.sample(random.Random(3), 30):
+        spans = spans_of[(q.source, q.example.text)]
+        unmasked = {q.example.text[s.start:s.end].lower() for s in spans if (s.start, s.end) != q.example.span}
+        for z in index.positives(q, spans):
+            found += 1
+            assert z != q.source and any(u in blocks[z].text.lower() for u in unmasked)
+    assert found > 30
+
+
+def test_salient_warm_start_and_reader_warmup_run(cfg, tokenizer, tmp_path):
+    tokenizer.save_pretrained(str(tmp_path / "tok"))
+    c = cfg.replace(**TINY, tokenizer=str(tmp_path / "tok"), warm_start="salient", ict_batch=8,
+                    reader_warmup_steps=4)
+    m = pretrain("world", c, tmp_path / "run", log=lambda s: None)
+    details = m["warm_start_details"]
+    assert details["warm_start"] == "salient" and details["reader_warmup_steps"] == 4
+    assert "acc_null" in m["after_warm_start"]  # with a reader warm-up the reader is evaluated before REALM too

@@ -1,0 +1,115 @@
+"""Warm starts that are not in the paper, for small models trained from scratch. Notebook 06.
+
+REALM starts from BERT and an ICT-trained retriever. At laptop scale, from scratch, both fall short
+(../README.md, "What it takes for REALM to learn at small scale"):
+  - ICT teaches a tower to find a sentence's *own* block, but REALM's gold block is another entity's
+    document that names the sentence's entities once. The salient co-occurrence warm start trains
+    the retriever on that: x = a masked sentence, positive z = a random other block that contains one
+    of x's unmasked salient spans (an entity or a date), in-batch softmax. It is a lexical teacher,
+    close to distilling BM25, and uses no fact labels: only the salient spans masking uses anyway.
+  - A reader trained from scratch does not discover copying from z inside REALM. The reader warm-up
+    trains p(y|z,x) with z = x's own block with x removed (no retriever, no labels), so that copying
+    a span seen elsewhere in z is learned before REALM starts.
+"""
+from __future__ import annotations
+
+import random
+import time
+
+import torch
+import torch.nn.functional as F
+
+from realm_lite.marginal import join_inputs, pad_targets
+from realm_lite.realm import BlockInputs, Query, embed_queries
+
+
+class SalientIndex:
+    """For each salient string (lower-cased), the blocks whose annotated or tagged spans contain it."""
+
+    def __init__(self, blocks, tagger):
+        self.blocks_with: dict[str, set] = {}
+        for bi, b in enumerate(blocks):
+            for s in (b.spans if b.spans is not None else tagger(b.text)):
+                self.blocks_with.setdefault(b.text[s.start:s.end].lower(), set()).add(bi)
+
+    def positives(self, query: Query, spans) -> list[int]:
+        """Other blocks sharing an unmasked salient span with x."""
+        out = set()
+        for s in spans:
+            if query.example.span is None or (s.start, s.end) != tuple(query.example.span):
+                out |= self.blocks_with.get(query.example.text[s.start:s.end].lower(), set())
+        return sorted(out - {query.source})
+
+
+def train_salient(model, pool, blocks, inputs: BlockInputs, cfg, device, log=print) -> list[dict]:
+    """cfg.ict_steps steps of the salient co-occurrence warm start (batch cfg.ict_batch, lr cfg.ict_lr)."""
+    from realm_lite.masking import get_tagger
+
+    index = SalientIndex(blocks, get_tagger()[1])
+    spans_of = {(bi, text): spans for bi, text, spans in pool.train}
+    rng = random.Random(cfg.seed)
+    opt = torch.optim.AdamW(model.retriever.parameters(), lr=cfg.ict_lr)
+    model.retriever.train()
+    history, t0 = [], time.time()
+    for step in range(1, cfg.ict_steps + 1):
+        queries, positives, used, tries = [], [], set(), 0
+        while len(queries) < cfg.ict_batch and tries < 50 * cfg.ict_batch:
+            tries += 1
+            (q,) = pool.sample(rng, 1)
+            cands = [c for c in index.positives(q, spans_of[(q.source, q.example.text)]) if c not in used]
+            if cands:
+                z = rng.choice(cands)
+                queries.append(q)
+                positives.append(z)
+                used |= {z, q.source}  # distinct positives: no false negatives in the batch
+        if len(queries) < 2:
+            raise ValueError("salient warm start: too few sentences share a salient span with another block; "
+                             "use warm_start=ict")
+        x = embed_queries(model, queries, inputs.pad, device)  # (B, D)
+        z = model.retriever.embed_doc(**inputs.doc_batch(positives, device))  # (B, D)
+        logits = model.retriever.relevance(x, z)  # (B, B)
+        target = torch.arange(len(queries), device=logits.device)
+        loss = F.cross_entropy(logits, target)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.retriever.parameters(), 1.0)
+        opt.step()
+        if step % cfg.log_every == 0 or step == cfg.ict_steps:
+            acc = (logits.argmax(-1) == target).float().mean().item()
+            history.append({"step": step, "loss": round(loss.item(), 4), "in_batch_acc": round(acc, 4),
+                            "steps_per_s": round(step / (time.time() - t0), 2)})
+            log(f"salient warm start step {step:5d}  loss {loss.item():.3f}  in-batch acc {acc:.3f}  "
+                f"{history[-1]['steps_per_s']:.1f} steps/s")
+    return history
+
+
+def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print) -> list[dict]:
+    """cfg.reader_warmup_steps steps of -log p(y|z,x) with z = x's own block minus x (lr cfg.reader_lr)."""
+    rng = random.Random(cfg.seed + 7)
+    opt = torch.optim.AdamW(model.reader.parameters(), lr=cfg.reader_lr, weight_decay=cfg.weight_decay)
+    model.reader.train()
+    history, t0 = [], time.time()
+    for step in range(1, cfg.reader_warmup_steps + 1):
+        queries = pool.sample(rng, cfg.batch_size)
+        rest = [blocks[q.source].text.replace(q.example.text, " ", 1) for q in queries]
+        z_ids = [[ids] for ids in tokenizer(rest, add_special_tokens=False, truncation=True,
+                                            max_length=cfg.block_len)["input_ids"]]
+        enc = join_inputs([q.example.input_ids for q in queries], z_ids, tokenizer.sep_token_id,
+                          tokenizer.pad_token_id, cfg.block_len, device)
+        pos, tgt = pad_targets([q.example.masked_positions for q in queries], [q.example.target_ids for q in queries],
+                               device=device)
+        logp = model.reader.token_log_probs(**enc, masked_positions=pos)  # (B, M, V)
+        valid = tgt != -100
+        nll = -(logp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1) * valid).sum(-1)  # (B,)
+        loss = nll.mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.reader.parameters(), cfg.clip_norm)
+        opt.step()
+        if step % cfg.log_every == 0 or step == cfg.reader_warmup_steps:
+            exact = (((logp.argmax(-1) == tgt) | ~valid).all(-1)).float().mean().item()
+            history.append({"step": step, "loss": round(loss.item(), 4), "exact": round(exact, 4),
+                            "steps_per_s": round(step / (time.time() - t0), 2)})
+            log(f"reader warm-up step {step:5d}  loss {loss.item():.3f}  exact span {exact:.3f}  "
+                f"{history[-1]['steps_per_s']:.1f} steps/s")
+    return history
