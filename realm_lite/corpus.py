@@ -16,7 +16,7 @@ from bisect import bisect_left
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from realm_lite.io import read_jsonl, write_jsonl
+from realm_lite.io import atomic_write_text, read_jsonl, write_jsonl
 
 
 @dataclass
@@ -321,4 +321,5 @@ def prepare_corpus(spec: str, cfg, out_dir: str | Path) -> PreparedCorpus:
     save_blocks(out / "blocks.jsonl", blocks)
     write_jsonl(out / "questions.jsonl", questions)
     stats.update(corpus=spec, questions=len(questions), vocab=len(tokenizer))
+    atomic_write_text(out / "corpus.json", json.dumps(stats, indent=2) + "\n")  # what was read, for resume
     return PreparedCorpus(blocks, questions, tokenizer, world, stats)

@@ -256,6 +256,8 @@ def pretrain(spec: str, cfg, out_dir, resume: bool = False, log=print, stop_afte
     out, t0 = Path(out_dir), time.time()
     if resume:
         cfg, blocks, tokenizer, world = load_run(out)  # the saved tokenizer: retraining WordPiece is not exact
+        if (out / "corpus.json").exists():
+            spec = json.loads((out / "corpus.json").read_text()).get("corpus", spec)
         log(f"resuming {out} (config, tokenizer and blocks from the run)")
     else:
         if (out / "checkpoint.pt").exists() or (out / "warmstart.pt").exists():

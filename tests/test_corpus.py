@@ -414,10 +414,10 @@ def test_prepare_corpus_world(cfg, tmp_path):
     assert prepared.stats["corpus"] == "world" and prepared.stats["vocab"] == len(tok)
     assert max(_ntokens(tok, b) for b in prepared.blocks) <= cfg.block_len
 
-    assert sorted(p.name for p in out.iterdir()) == ["blocks.jsonl", "config.json", "questions.jsonl",
+    assert sorted(p.name for p in out.iterdir()) == ["blocks.jsonl", "config.json", "corpus.json", "questions.jsonl",
                                                      "tokenizer", "world"]  # no temporary leftovers
     again = prepare_corpus("world", cfg, out)  # a re-run into the same directory replaces its outputs
-    assert sorted(p.name for p in out.iterdir()) == ["blocks.jsonl", "config.json", "questions.jsonl",
+    assert sorted(p.name for p in out.iterdir()) == ["blocks.jsonl", "config.json", "corpus.json", "questions.jsonl",
                                                      "tokenizer", "world"]
     assert load_tokenizer(out / "tokenizer").get_vocab() == again.tokenizer.get_vocab()
     assert [b.id for b in again.blocks] == [b.id for b in load_blocks(out / "blocks.jsonl")]

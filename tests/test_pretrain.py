@@ -181,3 +181,16 @@ def test_salient_warm_start_and_reader_warmup_run(cfg, tokenizer, tmp_path):
     details = m["warm_start_details"]
     assert details["warm_start"] == "salient" and details["reader_warmup_steps"] == 4
     assert "acc_null" in m["after_warm_start"]  # with a reader warm-up the reader is evaluated before REALM too
+
+
+def test_pretrain_on_a_corpus_without_fact_annotations(world, cfg, tokenizer, tmp_path):
+    """A JSONL corpus (no world, spans from the tagger): held-out blocks instead of held-out facts, no recall."""
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"id": d.id, "title": d.title, "text": d.text}) + "\n"
+                           for d in world.documents[:120]))
+    tokenizer.save_pretrained(str(tmp_path / "tok"))
+    c = cfg.replace(**TINY, tokenizer=str(tmp_path / "tok"))
+    m = pretrain(str(src), c, tmp_path / "run", log=lambda s: None)
+    assert m["corpus"] == str(src) and m["after_realm"]["queries_with_gold"] == 0
+    assert "recall@5" not in m["after_realm"] and "acc_retrieval" in m["after_realm"]
+    assert json.loads((tmp_path / "run" / "corpus.json").read_text())["corpus"] == str(src)
