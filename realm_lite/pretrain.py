@@ -27,9 +27,10 @@ from transformers import get_linear_schedule_with_warmup
 
 from realm_lite.ict import ict_recall, split_heldout, train_ict
 from realm_lite.io import atomic_write_bytes, atomic_write_text
+from realm_lite.marginal import marginal_log_likelihood, retrieval_utility, sequence_log_prob
 from realm_lite.mips import MipsIndex
 from realm_lite.queries import QueryPool
-from realm_lite.realm import BlockInputs, Realm, embed_queries, predict_spans, read, realm_loss
+from realm_lite.realm import BlockInputs, Realm, candidate_scores, embed_queries, predict_spans, read, realm_loss
 from realm_lite.refresh import IndexRefresher, build_index
 
 
@@ -81,9 +82,7 @@ def evaluate(model: Realm, index: MipsIndex, queries, inputs: BlockInputs, cfg, 
             continue
         cands = [[-1] + row[:cfg.k - 1] for row in top]
         with autocast(cfg, device):
-            z = model.retriever.embed_doc(**inputs.doc_batch([j for c in cands for j in c[1:]], device, null=True))
-            z = torch.cat([z[:1].expand(len(qs), 1, -1), z[1:].view(len(qs), cfg.k - 1, -1)], 1)  # (B, K, D)
-            scores = model.retriever.relevance(q, z.float())  # (B, K)
+            scores = candidate_scores(model, q, torch.tensor([c[1:] for c in cands]), inputs, device).float()  # (B, K)
             tok_logp, tgt = read(model, qs, cands, inputs, device)  # (B, K, M, V), (B, K, M)
         log_p_z = F.log_softmax(scores, -1)  # (B, K)
         targets, valid = tgt[:, 0], tgt[:, 0] != -100  # (B, M)
@@ -93,9 +92,8 @@ def evaluate(model: Realm, index: MipsIndex, queries, inputs: BlockInputs, cfg, 
 
         sums["acc_retrieval"] += exact(predict_spans(tok_logp, log_p_z, tgt)).sum().item()
         sums["acc_null"] += exact(tok_logp[:, 0].argmax(-1)).sum().item()
-        seq = (tok_logp.gather(-1, targets.clamp(min=0)[:, None, :, None].expand(-1, cfg.k, -1, 1)).squeeze(-1)
-               * valid[:, None]).sum(-1)  # (B, K) log p(y|z,x)
-        sums["ru"] += (torch.logsumexp(log_p_z + seq, -1) - seq[:, 0]).sum().item()
+        seq = sequence_log_prob(tok_logp.flatten(0, 1), tgt.flatten(0, 1)).view(len(qs), -1)  # (B, K) log p(y|z,x)
+        sums["ru"] += retrieval_utility(marginal_log_likelihood(scores, seq), seq[:, 0]).sum().item()
         with_gold = [(j, min(x.gold)) for j, x in enumerate(qs) if x.gold]
         if with_gold:
             gl, gt = read(model, [qs[j] for j, _ in with_gold], [[g] for _, g in with_gold], inputs, device)

@@ -79,10 +79,16 @@ def retrieve(model: Realm, queries: list[Query], index, inputs: BlockInputs, k: 
     q = embed_queries(model, queries, inputs.pad, device)  # (B, D)
     _, top = index.search(q.detach(), k - 1, exclude=[x.source for x in queries])  # (B, K-1)
     top = top.cpu()
+    return top, candidate_scores(model, q, top, inputs, device)  # (B, K-1), (B, K)
+
+
+def candidate_scores(model: Realm, q: torch.Tensor, top: torch.Tensor, inputs: BlockInputs, device) -> torch.Tensor:
+    """f(x, z) for [∅, z_1..z_{K-1}] with the live Embed_doc: (B, D) queries, (B, K-1) block ids -> (B, K)."""
+    b = len(q)
     z = model.retriever.embed_doc(**inputs.doc_batch(top.flatten().tolist(), device, null=True))  # (1+B(K-1), D)
-    null, z = z[:1], z[1:].view(len(queries), k - 1, -1)  # (1, D), (B, K-1, D)
-    z = torch.cat([null.expand(len(queries), 1, -1), z], dim=1)  # (B, K, D): candidate 0 is ∅
-    return top, model.retriever.relevance(q, z)  # (B, K-1), (B, K) f(x, z) with the live Embed_doc
+    null, z = z[:1], z[1:].view(b, top.shape[1], -1)  # (1, D), (B, K-1, D)
+    z = torch.cat([null.expand(b, 1, -1), z], dim=1)  # (B, K, D): candidate 0 is ∅
+    return model.retriever.relevance(q, z.to(q.dtype))
 
 
 def read(model: Realm, queries: list[Query], candidates: list[list[int]], inputs: BlockInputs, device):

@@ -19,7 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from realm_lite.marginal import join_inputs, pad_targets
+from realm_lite.marginal import join_inputs, pad_targets, sequence_log_prob
 from realm_lite.realm import BlockInputs, Query, embed_queries
 
 
@@ -99,15 +99,13 @@ def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print) 
         pos, tgt = pad_targets([q.example.masked_positions for q in queries], [q.example.target_ids for q in queries],
                                device=device)
         logp = model.reader.token_log_probs(**enc, masked_positions=pos)  # (B, M, V)
-        valid = tgt != -100
-        nll = -(logp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1) * valid).sum(-1)  # (B,)
-        loss = nll.mean()
+        loss = -sequence_log_prob(logp, tgt).mean()  # -log p(y | z = own block minus x, x)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.reader.parameters(), cfg.clip_norm)
         opt.step()
         if step % cfg.log_every == 0 or step == cfg.reader_warmup_steps:
-            exact = (((logp.argmax(-1) == tgt) | ~valid).all(-1)).float().mean().item()
+            exact = (((logp.argmax(-1) == tgt) | (tgt == -100)).all(-1)).float().mean().item()
             history.append({"step": step, "loss": round(loss.item(), 4), "exact": round(exact, 4),
                             "steps_per_s": round(step / (time.time() - t0), 2)})
             log(f"reader warm-up step {step:5d}  loss {loss.item():.3f}  exact span {exact:.3f}  "
