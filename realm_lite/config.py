@@ -39,6 +39,7 @@ class Config:
     tokenizer: str = ""  # "" = train WordPiece on the corpus; else an HF directory or hub name
     vocab_size: int = 4000
     lowercase: bool = True
+    span_words: bool = False  # the words of annotated salient spans (entity names, dates) become whole wordpieces
     block_len: int = 288  # max wordpieces per block z (paper: 288), title included
     query_len: int = 64  # max wordpieces per query x
 

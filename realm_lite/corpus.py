@@ -304,6 +304,15 @@ def load_corpus(spec: str, cfg):
     return passages, questions, None
 
 
+def salient_words(passages: list[Passage]) -> set[str]:
+    """The words of every annotated salient span (entity names, dates): made whole wordpieces by `span_words`."""
+    words = set()
+    for p in passages:
+        for s in p.spans or ():
+            words.update(re.findall(r"\w+", p.text[s.start:s.end]))
+    return words
+
+
 def prepare_corpus(spec: str, cfg, out_dir: str | Path) -> PreparedCorpus:
     """Corpus -> tokenizer -> blocks, written under `out_dir` (config.json, tokenizer/, blocks.jsonl, ...)."""
     from realm_lite.tokenizer import get_tokenizer
@@ -314,7 +323,8 @@ def prepare_corpus(spec: str, cfg, out_dir: str | Path) -> PreparedCorpus:
     cfg.save(out)
     if world is not None:
         world.save(out / "world")
-    tokenizer = get_tokenizer(cfg, (f"{p.title} {p.text}" for p in passages), out / "tokenizer")
+    words = salient_words(passages) if cfg.span_words else ()
+    tokenizer = get_tokenizer(cfg, (f"{p.title} {p.text}" for p in passages), out / "tokenizer", whole_words=words)
     if cfg.tokenizer or cfg.backbone:  # a pretrained vocabulary: keep a copy, so the run directory is complete
         tokenizer.save_pretrained(str(out / "tokenizer"))
     blocks, stats = make_blocks(passages, tokenizer, cfg.block_len)

@@ -27,8 +27,12 @@ def resolve_checkpoint(name: str) -> str:
     return name
 
 
-def train_wordpiece(texts: Iterable[str], vocab_size: int, out_dir: str | Path, lowercase: bool = True):
-    """Train a BERT WordPiece vocabulary on `texts`, save it to `out_dir`, return the fast tokenizer."""
+def train_wordpiece(texts: Iterable[str], vocab_size: int, out_dir: str | Path, lowercase: bool = True,
+                    whole_words: Iterable[str] = ()):
+    """Train a BERT WordPiece vocabulary on `texts`, save it to `out_dir`, return the fast tokenizer.
+
+    `whole_words` are added to the vocabulary as they are, so that each becomes a single wordpiece
+    (WordPiece matches the longest prefix first): used to make entity names single vocabulary items."""
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertTokenizerFast
 
@@ -38,8 +42,11 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, out_dir: str | Path, 
     wp = BertWordPieceTokenizer(lowercase=lowercase, strip_accents=lowercase, clean_text=True)
     wp.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS,
                            show_progress=False)
+    vocab = wp.get_vocab()
+    for w in sorted({w.lower() if lowercase else w for w in whole_words} - set(vocab)):
+        vocab[w] = len(vocab)
     # transformers 5.x: BertTokenizerFast(vocab_file=...) silently maps everything to [UNK]; pass vocab=.
-    tok = BertTokenizerFast(vocab=wp.get_vocab(), do_lower_case=lowercase, strip_accents=lowercase)
+    tok = BertTokenizerFast(vocab=vocab, do_lower_case=lowercase, strip_accents=lowercase)
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)  # a leftover from an interrupted run
@@ -69,10 +76,11 @@ def load_tokenizer(name_or_dir: str | Path):
     return tok
 
 
-def get_tokenizer(cfg, texts: Iterable[str] | None = None, out_dir: str | Path | None = None):
+def get_tokenizer(cfg, texts: Iterable[str] | None = None, out_dir: str | Path | None = None,
+                  whole_words: Iterable[str] = ()):
     """The run's tokenizer: `cfg.tokenizer`, else the backbone's own, else WordPiece trained on `texts` into `out_dir`."""
     if cfg.tokenizer or cfg.backbone:
         return load_tokenizer(cfg.tokenizer or cfg.backbone)
     if texts is None or out_dir is None:
         raise ValueError("cfg.tokenizer is empty, so texts and out_dir are needed to train a WordPiece vocabulary")
-    return train_wordpiece(texts, cfg.vocab_size, out_dir, lowercase=cfg.lowercase)
+    return train_wordpiece(texts, cfg.vocab_size, out_dir, lowercase=cfg.lowercase, whole_words=whole_words)

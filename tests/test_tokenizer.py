@@ -123,3 +123,16 @@ def test_hub_name_offline_fails_quickly():
         load_tokenizer(name)
     assert time.time() - t0 < 10
     assert name in str(e.value) and "offline" in str(e.value)
+
+
+def test_whole_words_become_single_wordpieces(world, tmp_path):
+    from realm_lite.corpus import salient_words, world_passages
+
+    words = salient_words(world_passages(world))
+    name = world.documents[0].title  # a person: "First Last", each word rare in the corpus
+    assert set(name.split()) <= words
+    plain = train_wordpiece(_texts(world), 300, tmp_path / "plain")
+    whole = train_wordpiece(_texts(world), 300, tmp_path / "whole", whole_words=words)
+    assert len(plain.tokenize(name)) > 2
+    assert whole.tokenize(name) == [w.lower() for w in name.split()]
+    assert load_tokenizer(tmp_path / "whole").tokenize(name) == whole.tokenize(name)
