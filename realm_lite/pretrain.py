@@ -18,6 +18,7 @@ import json
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -174,7 +175,7 @@ def train_realm(model: Realm, pool: QueryPool, blocks, inputs: BlockInputs, toke
     t0, t_start = time.time(), step
     try:
         while step < cfg.realm_steps:
-            if step % cfg.refresh_every == 0 and step > 0:
+            if step % cfg.refresh_every == 0 and step > 0 and cfg.retriever_lr > 0:  # a frozen Embed_doc: never stale
                 refresher.request(model.retriever.embed_doc, step)  # snapshot of Embed_doc after `step` updates
             refresher.poll(step)
             queries = pool.sample(rng, cfg.batch_size)
@@ -247,11 +248,26 @@ def load_run(run_dir):
     return cfg, load_blocks(run_dir / "blocks.jsonl"), load_tokenizer(run_dir / "tokenizer"), world
 
 
-def pretrain(spec: str, cfg, out_dir, resume: bool = False, log=print, stop_after: int | None = None) -> dict:
-    """Corpus -> warm start -> REALM -> evaluation; writes everything under `out_dir`, returns metrics."""
+@dataclass
+class RunParts:
+    """What every stage of a run works on: the model, its corpus and the held-out queries."""
+
+    cfg: object
+    spec: str
+    model: Realm
+    pool: QueryPool
+    blocks: list
+    inputs: BlockInputs
+    tokenizer: object
+    eval_queries: list
+    device: torch.device
+
+
+def setup_run(spec: str, cfg, out_dir, resume: bool = False, log=print) -> RunParts:
+    """Prepare (or, with `resume`, reload) the corpus under `out_dir` and build a fresh model seeded by cfg.seed."""
     from realm_lite.corpus import prepare_corpus
 
-    out, t0 = Path(out_dir), time.time()
+    out = Path(out_dir)
     if resume:
         cfg, blocks, tokenizer, world = load_run(out)  # the saved tokenizer: retraining WordPiece is not exact
         if (out / "corpus.json").exists():
@@ -271,6 +287,15 @@ def pretrain(spec: str, cfg, out_dir, resume: bool = False, log=print, stop_afte
     eval_queries = pool.evaluation(cfg.eval_queries)
     log(f"corpus: {len(blocks)} blocks, {len(pool.train)} training sentences, {len(eval_queries)} held-out "
         f"queries; device {device}")
+    return RunParts(cfg, spec, model, pool, blocks, inputs, tokenizer, eval_queries, device)
+
+
+def pretrain(spec: str, cfg, out_dir, resume: bool = False, log=print, stop_after: int | None = None) -> dict:
+    """Corpus -> warm start -> REALM -> evaluation; writes everything under `out_dir`, returns metrics."""
+    out, t0 = Path(out_dir), time.time()
+    r = setup_run(spec, cfg, out, resume, log)
+    cfg, spec, model, pool, blocks, inputs, tokenizer, eval_queries, device = (
+        r.cfg, r.spec, r.model, r.pool, r.blocks, r.inputs, r.tokenizer, r.eval_queries, r.device)
 
     warm_path = out / "warmstart.pt"
     if resume and warm_path.exists():
