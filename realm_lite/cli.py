@@ -36,7 +36,7 @@ def cmd_corpus(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    """The quick end-to-end path so far: world -> WordPiece -> blocks -> masked examples -> ICT + REALM."""
+    """The quick end-to-end path so far: world -> WordPiece -> blocks -> masked examples -> warm starts + REALM."""
     from realm_lite.corpus import prepare_corpus
     from realm_lite.display import show_masked
     from realm_lite.masking import STRATEGIES, get_tagger, mask, sentence_spans
@@ -75,23 +75,24 @@ def cmd_demo(args) -> None:
     if args.corpus == "world":  # the synthetic world knows its gold documents: pre-train and evaluate
         from realm_lite.pretrain import metrics_table, pretrain
 
-        print(f"\nICT warm start and REALM pre-training ({cfg.ict_steps} + {cfg.realm_steps} steps) -> {out / 'pretrain'}")
+        print(f"\nwarm starts ({cfg.warm_start}: {cfg.ict_steps} steps, reader: {cfg.reader_warmup_steps} steps) and "
+              f"REALM pre-training ({cfg.realm_steps} steps) -> {out / 'pretrain'}")
         metrics = pretrain("world", cfg, out / "pretrain", log=lambda s: None)
         print(metrics_table(metrics))
     print(f"\ndone in {time.time() - t0:.1f}s; outputs in {out}/")
 
 
 def cmd_pretrain(args) -> None:
-    """Warm start (ICT, or none with --no-ict), REALM pre-training, evaluation; metrics.json in --out."""
+    """Warm starts (the preset's; none with --cold-start), REALM pre-training, evaluation; metrics.json in --out."""
     from realm_lite.pretrain import metrics_table, pretrain
 
     overrides = {}
     if args.masking:
         overrides["masking"] = args.masking
-    if args.no_ict:
+    if args.cold_start:
         overrides["warm_start"] = "none"
     if args.resume and (overrides or args.set):
-        raise ValueError("--resume continues a run with its saved config; drop --masking/--no-ict/--set")
+        raise ValueError("--resume continues a run with its saved config; drop --masking/--cold-start/--set")
     from realm_lite.config import get_config, parse_overrides
 
     cfg = get_config(args.preset, **{**parse_overrides(args.set or []), **overrides})
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p, corpus=True):
-        p.add_argument("--preset", default="quick", help="quick | cpu | full (see realm_lite.config)")
+        p.add_argument("--preset", default="quick", help="quick | cpu | cpu-paper | full (see realm_lite.config)")
         p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config keys, e.g. seed=1")
         p.add_argument("--out", required=True, help="output directory")
         if corpus:
@@ -122,10 +123,11 @@ def main(argv=None) -> int:
     p.add_argument("--examples", type=int, default=3, help="masked examples to show")
     p.set_defaults(fn=cmd_demo)
 
-    p = sub.add_parser("pretrain", help="ICT warm start, then REALM pre-training with index refresh")
+    p = sub.add_parser("pretrain", help="warm starts, then REALM pre-training with index refresh")
     common(p)
     p.add_argument("--masking", choices=["salient", "random-token", "random-span"], help="default: the preset's")
-    p.add_argument("--no-ict", action="store_true", help="cold start: skip the ICT warm start")
+    p.add_argument("--cold-start", "--no-ict", action="store_true",
+                   help="the cold-start control: no retriever warm start (a randomly initialised retriever)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.set_defaults(fn=cmd_pretrain)
 

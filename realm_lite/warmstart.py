@@ -40,18 +40,27 @@ class SalientIndex:
                 out |= self.blocks_with.get(query.example.text[s.start:s.end].lower(), set())
         return sorted(out - {query.source})
 
+    def evidence(self, query: Query, spans) -> list[int]:
+        """Other blocks holding the masked span y *and* another salient span of x: found by string match, no labels."""
+        y = query.example.text[query.example.span[0]:query.example.span[1]].lower()
+        return sorted(set(self.positives(query, spans)) & self.blocks_with.get(y, set()))
 
-def train_salient(model, pool, blocks, inputs: BlockInputs, cfg, device, log=print) -> list[dict]:
-    """cfg.ict_steps steps of the salient co-occurrence warm start (batch cfg.ict_batch, lr cfg.ict_lr)."""
+
+def train_salient(model, pool, blocks, inputs: BlockInputs, cfg, device, log=print, steps: int | None = None,
+                  seed: int | None = None) -> list[dict]:
+    """cfg.ict_steps (or `steps`) steps of the salient co-occurrence warm start (batch cfg.ict_batch, lr cfg.ict_lr).
+
+    `seed` (default cfg.seed) seeds the sampling: a different one continues training on fresh batches."""
     from realm_lite.masking import get_tagger
 
+    steps = cfg.ict_steps if steps is None else steps
     index = SalientIndex(blocks, get_tagger()[1])
     spans_of = {(bi, text): spans for bi, text, spans in pool.train}
-    rng = random.Random(cfg.seed)
+    rng = random.Random(cfg.seed if seed is None else seed)
     opt = torch.optim.AdamW(model.retriever.parameters(), lr=cfg.ict_lr)
     model.retriever.train()
     history, t0 = [], time.time()
-    for step in range(1, cfg.ict_steps + 1):
+    for step in range(1, steps + 1):
         queries, positives, used, tries = [], [], set(), 0
         while len(queries) < cfg.ict_batch and tries < 50 * cfg.ict_batch:
             tries += 1
@@ -74,7 +83,7 @@ def train_salient(model, pool, blocks, inputs: BlockInputs, cfg, device, log=pri
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.retriever.parameters(), 1.0)
         opt.step()
-        if step % cfg.log_every == 0 or step == cfg.ict_steps:
+        if step % cfg.log_every == 0 or step == steps:
             acc = (logits.argmax(-1) == target).float().mean().item()
             history.append({"step": step, "loss": round(loss.item(), 4), "in_batch_acc": round(acc, 4),
                             "steps_per_s": round(step / (time.time() - t0), 2)})
@@ -84,14 +93,33 @@ def train_salient(model, pool, blocks, inputs: BlockInputs, cfg, device, log=pri
 
 
 def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print) -> list[dict]:
-    """cfg.reader_warmup_steps steps of -log p(y|z,x) with z = x's own block minus x (lr cfg.reader_lr)."""
+    """cfg.reader_warmup_steps steps of -log p(y|z,x), lr cfg.reader_lr, with z chosen by cfg.reader_warmup_z:
+    "own" = x's own block minus x; "salient" = another block holding both y and another salient span of x."""
+    from realm_lite.masking import get_tagger
+
     rng = random.Random(cfg.seed + 7)
+    index = SalientIndex(blocks, get_tagger()[1]) if cfg.reader_warmup_z == "salient" else None
+    spans_of = {(bi, text): spans for bi, text, spans in pool.train}
     opt = torch.optim.AdamW(model.reader.parameters(), lr=cfg.reader_lr, weight_decay=cfg.weight_decay)
     model.reader.train()
     history, t0 = [], time.time()
     for step in range(1, cfg.reader_warmup_steps + 1):
-        queries = pool.sample(rng, cfg.batch_size)
-        rest = [blocks[q.source].text.replace(q.example.text, " ", 1) for q in queries]
+        queries, rest = [], []
+        for tries in range(100 * cfg.batch_size):
+            if len(queries) == cfg.batch_size:
+                break
+            (q,) = pool.sample(rng, 1)
+            if index is None:
+                queries.append(q)
+                rest.append(blocks[q.source].text.replace(q.example.text, " ", 1))
+            elif q.example.span is not None:
+                cands = index.evidence(q, spans_of[(q.source, q.example.text)])
+                if cands:
+                    queries.append(q)
+                    rest.append(blocks[rng.choice(cands)].text)
+        if len(queries) < 2:
+            raise ValueError("reader warm-up: too few sentences whose masked span appears in another block "
+                             "beside another of their salient spans; use reader_warmup_z=own")
         z_ids = [[ids] for ids in tokenizer(rest, add_special_tokens=False, truncation=True,
                                             max_length=cfg.block_len)["input_ids"]]
         enc = join_inputs([q.example.input_ids for q in queries], z_ids, tokenizer.sep_token_id,
@@ -99,7 +127,7 @@ def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print) 
         pos, tgt = pad_targets([q.example.masked_positions for q in queries], [q.example.target_ids for q in queries],
                                device=device)
         logp = model.reader.token_log_probs(**enc, masked_positions=pos)  # (B, M, V)
-        loss = -sequence_log_prob(logp, tgt).mean()  # -log p(y | z = own block minus x, x)
+        loss = -sequence_log_prob(logp, tgt).mean()  # -log p(y | z, x)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.reader.parameters(), cfg.clip_norm)

@@ -35,7 +35,7 @@ def test_demo_prints_masked_examples_and_pretrains(tmp_path, capsys, cfg):
     for name in ("config.json", "tokenizer", "blocks.jsonl", "questions.jsonl", "world"):
         assert (out / name).exists(), name
     assert Config.load(out) == cfg
-    assert "after warm start (ict)" in printed and "after REALM" in printed  # the metrics table
+    assert "after warm start (salient + reader)" in printed and "after REALM" in printed  # the metrics table
     assert (out / "pretrain" / "metrics.json").exists()
 
 

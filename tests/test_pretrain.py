@@ -194,3 +194,30 @@ def test_pretrain_on_a_corpus_without_fact_annotations(world, cfg, tokenizer, tm
     assert m["corpus"] == str(src) and m["after_realm"]["queries_with_gold"] == 0
     assert "recall@5" not in m["after_realm"] and "acc_retrieval" in m["after_realm"]
     assert json.loads((tmp_path / "run" / "corpus.json").read_text())["corpus"] == str(src)
+
+
+def test_reader_warmup_evidence_holds_the_answer_and_another_span(pool, blocks):
+    """reader_warmup_z=salient: z is another block containing y and one more salient span of x (no labels used)."""
+    from realm_lite.masking import regex_tagger
+    from realm_lite.warmstart import SalientIndex
+
+    index = SalientIndex(blocks, regex_tagger)
+    spans_of = {(bi, text): spans for bi, text, spans in pool.train}
+    found = 0
+    for q in pool.sample(random.Random(5), 40):
+        spans = spans_of[(q.source, q.example.text)]
+        y = q.example.text[q.example.span[0]:q.example.span[1]].lower()
+        for z in index.evidence(q, spans):
+            found += 1
+            assert z != q.source and y in blocks[z].text.lower() and z in index.positives(q, spans)
+        if q.gold:  # in the world, the block stating the fact is among the evidence blocks
+            assert q.gold & set(index.evidence(q, spans))
+    assert found > 10
+
+
+def test_salient_reader_warmup_runs(cfg, tokenizer, tmp_path):
+    tokenizer.save_pretrained(str(tmp_path / "tok"))
+    c = cfg.replace(**TINY, tokenizer=str(tmp_path / "tok"), warm_start="salient", ict_batch=8,
+                    reader_warmup_steps=3, reader_warmup_z="salient")
+    m = pretrain("world", c, tmp_path / "run", log=lambda s: None)
+    assert m["warm_start_details"]["reader_warmup_steps"] == 3
