@@ -1,0 +1,37 @@
+"""bench/small_scale.py: the summary over seeds (the runs themselves are benchmarks, not tests)."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+spec = importlib.util.spec_from_file_location("small_scale", Path(__file__).parents[1] / "bench" / "small_scale.py")
+small_scale = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(small_scale)
+
+
+def _arm(r5, acc):
+    return {"recall@1": r5 / 2, "recall@5": r5, "acc_retrieval": acc, "acc_null": 0.0, "acc_gold": 0.5}
+
+
+def test_summary_means_standard_errors_and_paired_differences():
+    results = {"seeds": {"0": {"realm": _arm(0.5, 0.30), "frozen": _arm(0.4, 0.20)},
+                         "1": {"realm": _arm(0.7, 0.40), "frozen": _arm(0.5, 0.25)},
+                         "2": {"realm": _arm(0.6, 0.35)}}}  # seed 2's frozen arm has not run yet
+    s = small_scale.summarize(results)
+    assert s["arms"]["realm"]["recall@5"] == {"mean": 0.6, "se": 0.0577, "n": 3}
+    assert s["arms"]["frozen"]["acc_retrieval"]["n"] == 2
+    paired = s["paired"]["realm-frozen"]  # seeds 0 and 1 only: differences 0.1 and 0.2
+    assert paired["recall@5"]["n"] == 2 and paired["recall@5"]["mean"] == pytest.approx(0.15)
+    assert paired["recall@5"]["se"] == pytest.approx(0.05)
+    assert "realm-warmstart" not in s["paired"] and "cold" not in s["arms"]
+    text = small_scale.table(s)
+    assert "realm-frozen" in text and "0.600 ± 0.058" in text
+    md = small_scale.markdown(s).splitlines()
+    assert md[0].count("|") == md[2].count("|") == md[-1].count("|") == 8  # every row has every column
+    assert md[2].startswith("| realm | 3 | 0.300 ± 0.029 | 0.600 ± 0.058 |")
+
+
+def test_a_single_seed_has_no_standard_error():
+    s = small_scale.summarize({"seeds": {"0": {"realm": _arm(0.5, 0.3)}}})
+    assert s["arms"]["realm"]["recall@5"]["se"] is None
+    assert "0.500" in small_scale.table(s)
