@@ -10,7 +10,7 @@ FIELDS = {f.name for f in dataclasses.fields(Config)}
 
 
 # ---- presets and keyword overrides -----------------------------------------------------------
-@pytest.mark.parametrize("name", ["quick", "cpu", "full"])
+@pytest.mark.parametrize("name", ["quick", "cpu", "cpu-paper", "full"])
 def test_presets_exist_and_apply_their_values(name):
     cfg = get_config(name)
     assert cfg.preset == name
@@ -22,6 +22,14 @@ def test_presets_differ_in_scale():
     quick, cpu, full = get_config("quick"), get_config("cpu"), get_config("full")
     assert quick.world_entities < cpu.world_entities < full.world_entities
     assert full.block_len == 288  # the paper's block length
+
+
+def test_cpu_is_the_small_scale_recipe_and_cpu_paper_the_papers():
+    cpu, paper, quick = get_config("cpu"), get_config("cpu-paper"), get_config("quick")
+    assert (cpu.warm_start, paper.warm_start) == ("salient", "ict")
+    assert cpu.reader_warmup_steps > 0 and paper.reader_warmup_steps == 0
+    assert quick.warm_start == cpu.warm_start and quick.reader_warmup_steps > 0  # quick: the same recipe, shrunk
+    assert (cpu.world_entities, cpu.block_len, cpu.k) == (paper.world_entities, paper.block_len, paper.k)
 
 
 def test_default_preset_is_quick():
@@ -53,7 +61,7 @@ def test_unknown_preset_lists_valid_presets():
         get_config("huge")
     msg = str(e.value)
     assert "huge" in msg
-    for name in ("quick", "cpu", "full"):
+    for name in ("quick", "cpu", "cpu-paper", "full"):
         assert name in msg
 
 
