@@ -95,31 +95,17 @@ def train_salient(model, pool, blocks, inputs: BlockInputs, cfg, device, log=pri
 def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print) -> list[dict]:
     """cfg.reader_warmup_steps steps of -log p(y|z,x), lr cfg.reader_lr, with z chosen by cfg.reader_warmup_z:
     "own" = x's own block minus x; "salient" = another block holding both y and another salient span of x."""
-    from realm_lite.masking import get_tagger
-
     rng = random.Random(cfg.seed + 7)
-    index = SalientIndex(blocks, get_tagger()[1]) if cfg.reader_warmup_z == "salient" else None
-    spans_of = {(bi, text): spans for bi, text, spans in pool.train}
+    evidence = _evidence_sampler(pool, blocks, rng) if cfg.reader_warmup_z == "salient" else None
     opt = torch.optim.AdamW(model.reader.parameters(), lr=cfg.reader_lr, weight_decay=cfg.weight_decay)
     model.reader.train()
     history, t0 = [], time.time()
     for step in range(1, cfg.reader_warmup_steps + 1):
-        queries, rest = [], []
-        for tries in range(100 * cfg.batch_size):
-            if len(queries) == cfg.batch_size:
-                break
-            (q,) = pool.sample(rng, 1)
-            if index is None:
-                queries.append(q)
-                rest.append(blocks[q.source].text.replace(q.example.text, " ", 1))
-            elif q.example.span is not None:
-                cands = index.evidence(q, spans_of[(q.source, q.example.text)])
-                if cands:
-                    queries.append(q)
-                    rest.append(blocks[rng.choice(cands)].text)
-        if len(queries) < 2:
-            raise ValueError("reader warm-up: too few sentences whose masked span appears in another block "
-                             "beside another of their salient spans; use reader_warmup_z=own")
+        if evidence is None:
+            queries = pool.sample(rng, cfg.batch_size)
+            rest = [blocks[q.source].text.replace(q.example.text, " ", 1) for q in queries]
+        else:
+            queries, rest = evidence(cfg.batch_size)
         z_ids = [[ids] for ids in tokenizer(rest, add_special_tokens=False, truncation=True,
                                             max_length=cfg.block_len)["input_ids"]]
         enc = join_inputs([q.example.input_ids for q in queries], z_ids, tokenizer.sep_token_id,
@@ -139,3 +125,28 @@ def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print) 
             log(f"reader warm-up step {step:5d}  loss {loss.item():.3f}  exact span {exact:.3f}  "
                 f"{history[-1]['steps_per_s']:.1f} steps/s")
     return history
+
+
+def _evidence_sampler(pool, blocks, rng: random.Random):
+    """For reader_warmup_z="salient": a function n -> (n queries, the text of an evidence block for each)."""
+    from realm_lite.masking import get_tagger
+
+    index = SalientIndex(blocks, get_tagger()[1])
+    spans_of = {(bi, text): spans for bi, text, spans in pool.train}
+
+    def sample(n: int):
+        queries, texts = [], []
+        for _ in range(100 * n):
+            if len(queries) == n:
+                break
+            (q,) = pool.sample(rng, 1)
+            cands = index.evidence(q, spans_of[(q.source, q.example.text)]) if q.example.span is not None else []
+            if cands:
+                queries.append(q)
+                texts.append(blocks[rng.choice(cands)].text)
+        if len(queries) < 2:
+            raise ValueError("reader warm-up: too few sentences whose masked span appears in another block "
+                             "beside another of their salient spans; use reader_warmup_z=own")
+        return queries, texts
+
+    return sample

@@ -157,20 +157,29 @@ def test_cli_pretrain_bad_input(tmp_path, capsys):
     assert "k=1" in capsys.readouterr().err
 
 
-def test_salient_positives_share_an_unmasked_span(pool, blocks):
+def test_salient_positives_and_reader_evidence(pool, blocks):
+    """Positives share an unmasked salient span with x; evidence blocks (reader_warmup_z=salient) also hold y,
+    and in the world include the gold block. Both found by string match, no labels."""
     from realm_lite.masking import regex_tagger
     from realm_lite.warmstart import SalientIndex
 
     index = SalientIndex(blocks, regex_tagger)
     spans_of = {(bi, text): spans for bi, text, spans in pool.train}
-    found = 0
-    for q in pool.sample(random.Random(3), 30):
+    found = found_evidence = 0
+    for q in pool.sample(random.Random(3), 40):
         spans = spans_of[(q.source, q.example.text)]
         unmasked = {q.example.text[s.start:s.end].lower() for s in spans if (s.start, s.end) != q.example.span}
-        for z in index.positives(q, spans):
+        positives = index.positives(q, spans)
+        for z in positives:
             found += 1
             assert z != q.source and any(u in blocks[z].text.lower() for u in unmasked)
-    assert found > 30
+        y = q.example.text[q.example.span[0]:q.example.span[1]].lower()
+        for z in index.evidence(q, spans):
+            found_evidence += 1
+            assert z in positives and y in blocks[z].text.lower()
+        if q.gold:
+            assert q.gold & set(index.evidence(q, spans))
+    assert found > 30 and found_evidence > 10
 
 
 def test_salient_warm_start_and_reader_warmup_run(cfg, tokenizer, tmp_path):
@@ -194,25 +203,6 @@ def test_pretrain_on_a_corpus_without_fact_annotations(world, cfg, tokenizer, tm
     assert m["corpus"] == str(src) and m["after_realm"]["queries_with_gold"] == 0
     assert "recall@5" not in m["after_realm"] and "acc_retrieval" in m["after_realm"]
     assert json.loads((tmp_path / "run" / "corpus.json").read_text())["corpus"] == str(src)
-
-
-def test_reader_warmup_evidence_holds_the_answer_and_another_span(pool, blocks):
-    """reader_warmup_z=salient: z is another block containing y and one more salient span of x (no labels used)."""
-    from realm_lite.masking import regex_tagger
-    from realm_lite.warmstart import SalientIndex
-
-    index = SalientIndex(blocks, regex_tagger)
-    spans_of = {(bi, text): spans for bi, text, spans in pool.train}
-    found = 0
-    for q in pool.sample(random.Random(5), 40):
-        spans = spans_of[(q.source, q.example.text)]
-        y = q.example.text[q.example.span[0]:q.example.span[1]].lower()
-        for z in index.evidence(q, spans):
-            found += 1
-            assert z != q.source and y in blocks[z].text.lower() and z in index.positives(q, spans)
-        if q.gold:  # in the world, the block stating the fact is among the evidence blocks
-            assert q.gold & set(index.evidence(q, spans))
-    assert found > 10
 
 
 def test_salient_reader_warmup_runs(cfg, tokenizer, tmp_path):
