@@ -72,6 +72,8 @@ def run_arm(arm: str, parts, cfg, warm_state: dict, out: Path, log) -> dict:
 
 
 def _digest(d: dict) -> str:
+    """A recipe's short hash; the QA fine-tuning keys (qa_*) do not change a pre-training run."""
+    d = {k: v for k, v in d.items() if not k.startswith("qa_")}
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
 
 

@@ -91,6 +91,16 @@ class Config:
     eval_queries: int = 200  # held-out masked sentences evaluated (0 = all of them)
     recall_k: int = 5  # gold-document recall@k reported
 
+    # --- open-QA fine-tuning (realm_lite.reader, realm_lite.qa; paper 3.4, as in ORQA) ---
+    qa_retrieve: int = 20  # c: blocks retrieved per question for the retriever loss and top-k accuracy (ORQA: 5000)
+    qa_read: int = 5  # k: of those, the top k the reader reads (ORQA, REALM: 5)
+    qa_max_span: int = 10  # longest answer span, in wordpieces
+    qa_steps: int = 60
+    qa_batch: int = 8  # questions per step
+    qa_lr: float = 5e-4  # the reader
+    qa_retriever_lr: float = 1e-4  # Embed_input (Embed_doc and the index stay frozen)
+    qa_warmup_steps: int = 10
+
     log_every: int = 10  # print a line every N steps
     progress: bool = False  # a tqdm progress bar (to stderr) instead of only the periodic lines
 
@@ -168,11 +178,13 @@ PRESETS: dict[str, dict] = {
     "cpu": dict(world_entities=2000, vocab_size=8000, block_len=128, query_len=64, pooling="mean",
                 hidden=128, heads=4, reader_layers=4, warm_start="salient", ict_steps=800,
                 reader_warmup_steps=2500, realm_steps=300, batch_size=16, warmup_steps=30, refresh_every=100,
-                checkpoint_every=100, eval_queries=0, log_every=50, progress=True),
+                checkpoint_every=100, eval_queries=0, log_every=50, progress=True,
+                qa_retrieve=100, qa_steps=600, qa_batch=16, qa_warmup_steps=50),
     # The paper's recipe at the cpu preset's scale: ICT warm start, reader from scratch, REALM.
     "cpu-paper": dict(world_entities=2000, vocab_size=8000, block_len=128, query_len=64, pooling="mean",
                       ict_steps=1000, realm_steps=1500, batch_size=16, warmup_steps=100, refresh_every=100,
-                      checkpoint_every=250, eval_queries=0, log_every=50, progress=True),
+                      checkpoint_every=250, eval_queries=0, log_every=50, progress=True,
+                      qa_retrieve=100, qa_steps=600, qa_batch=16, qa_warmup_steps=50),
     # A GPU: bert-base towers over Wikipedia-scale blocks, the paper's block length.
     "full": dict(
         world_entities=20000,
@@ -184,6 +196,8 @@ PRESETS: dict[str, dict] = {
         ict_steps=10000, ict_batch=128, ict_lr=1e-4,
         realm_steps=100000, batch_size=64, reader_lr=3e-5, warmup_steps=10000, refresh_every=500,
         checkpoint_every=2000, eval_queries=0, log_every=100, progress=True,
+        qa_retrieve=5000, qa_read=5, qa_steps=20000, qa_batch=16, qa_lr=1e-5, qa_retriever_lr=1e-5,
+        qa_warmup_steps=1000,  # ORQA's fine-tuning: retrieve 5000, read 5, lr 1e-5
     ),
 }
 
@@ -199,7 +213,7 @@ def _check_keys(d: dict, where: str = "overrides") -> None:
 
 def parse_overrides(pairs: list[str]) -> dict:
     """Turn CLI `key=value` strings into typed overrides, using each field's default type."""
-    fields = {f.name: f for f in dataclasses.fields(Config)}
+    {f.name: f for f in dataclasses.fields(Config)}
     out = {}
     for pair in pairs:
         if "=" not in pair:

@@ -1,0 +1,209 @@
+"""Fine-tuning a QA system, its run directory, and the command-line flow (paper 3.4, 4.2). Notebook 07.
+
+    realm-lite finetune --init runs/cpu --system realm --dataset world --out runs/cpu-qa/realm
+    realm-lite evaluate --model runs/cpu-qa/realm --dataset world --split test
+
+A QA run directory holds config.json, qa.json (system, the pre-training run it starts from),
+checkpoint.pt (weights, optimizer, step; written atomically every `checkpoint_every` steps, so
+`--resume` continues a killed run), index.pt (the frozen Embed_doc index, stamped with Embed_doc's
+version) and, after `evaluate`, predictions-<split>.jsonl and metrics-<split>.json.
+"""
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from realm_lite.io import atomic_write_text, write_jsonl
+from realm_lite.mips import MipsIndex, fingerprint
+from realm_lite.qa import QAModel, QASystem, _attach_retrieval, evaluate_qa, qa_loss, system_from_run
+
+
+def _save(obj, path: Path) -> None:
+    from realm_lite.pretrain import _save as save
+
+    save(obj, path)
+
+
+def finetune(qa: QASystem, examples, out_dir, resume: bool = False, log=print, stop_after: int | None = None) -> list[dict]:
+    """cfg.qa_steps steps of the QA loss on `examples` (batches drawn with cfg.seed); returns the log.
+    `stop_after` ends early with a checkpoint (to test that `resume` reaches the uninterrupted result)."""
+    cfg, out = qa.cfg, Path(out_dir)
+    if not examples:
+        raise ValueError("no training questions: the data set or split is empty")
+    out.mkdir(parents=True, exist_ok=True)
+    opt = torch.optim.AdamW(qa.model.trainable(cfg), weight_decay=cfg.weight_decay)
+    sched = get_linear_schedule_with_warmup(opt, cfg.qa_warmup_steps, cfg.qa_steps)
+    rng, step, history, window = random.Random(cfg.seed), 0, [], []
+    ckpt = out / "checkpoint.pt"
+    ck = torch.load(ckpt, map_location="cpu", weights_only=False) if resume and ckpt.exists() else {}
+    if "optimizer" in ck:  # a training checkpoint (the step-0 file written by save_system has none)
+        qa.model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        rng.setstate(ck["rng"])
+        torch.set_rng_state(ck["torch_rng"])
+        step, history, window = ck["step"], ck["history"], ck.get("window", [])
+        log(f"resumed fine-tuning at step {step}")
+    else:
+        save_system(qa, out)  # config, qa.json, index: a run directory from the first step on
+    qa.model.train()
+    bar = tqdm(total=cfg.qa_steps, initial=step, disable=not cfg.progress, file=sys.stderr, desc=f"QA {qa.name}")
+    say = bar.write if cfg.progress and log is print else log
+    t0, t_start = time.time(), step
+    try:
+        while step < cfg.qa_steps:
+            batch = [examples[rng.randrange(len(examples))] for _ in range(cfg.qa_batch)]
+            out_ = qa_loss(qa, batch)
+            opt.zero_grad(set_to_none=True)
+            out_["loss"].backward()
+            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.clip_norm)
+            opt.step()
+            sched.step()
+            step += 1
+            bar.update(1)
+            window.append({k: (v.item() if torch.is_tensor(v) else v) for k, v in out_.items()})
+            if step % cfg.log_every == 0 or step == cfg.qa_steps:
+                row = {"step": step, **{k: round(sum(w[k] for w in window) / len(window), 4) for k in window[0]},
+                       "steps_per_s": round((step - t_start) / (time.time() - t0), 2)}
+                history.append(row)
+                window = []
+                say("qa step " + "  ".join(f"{k} {v}" for k, v in row.items()))
+            stop = stop_after is not None and step >= stop_after
+            if step % cfg.checkpoint_every == 0 or step == cfg.qa_steps or stop:
+                _save({"model": qa.model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                       "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "step": step, "history": history,
+                       "window": window, "system": qa.name}, ckpt)
+            if stop:
+                break
+    finally:
+        bar.close()
+    return history
+
+
+# ---- the QA run directory ----------------------------------------------------------------------------
+def save_system(qa: QASystem, out_dir) -> None:
+    """config.json, qa.json and (neural retrievers) the frozen index; weights go in checkpoint.pt."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    qa.cfg.save(out)
+    atomic_write_text(out / "qa.json", json.dumps({"system": qa.name, **qa.info}, indent=2) + "\n")
+    if qa.index is not None:
+        qa.index.save(out / "index.pt")
+    _save({"model": qa.model.state_dict(), "step": 0, "system": qa.name}, out / "checkpoint.pt")
+
+
+def load_system(qa_dir, log=print) -> QASystem:
+    """A fine-tuned (or freshly initialised) QA system from its directory and its pre-training run."""
+    from realm_lite.config import Config
+    from realm_lite.pretrain import load_run, resolve_device
+
+    qa_dir = Path(qa_dir)
+    if not (qa_dir / "qa.json").exists() or not (qa_dir / "checkpoint.pt").exists():
+        raise FileNotFoundError(f"{qa_dir} is not a realm-lite QA run (qa.json or checkpoint.pt missing); "
+                                f"run `realm-lite finetune --out {qa_dir}` first")
+    meta = json.loads((qa_dir / "qa.json").read_text())
+    cfg = Config.load(qa_dir)
+    _, blocks, tokenizer, world = load_run(meta["init"])
+    device = resolve_device(cfg.device)
+    model = QAModel(meta["system"], cfg, len(tokenizer))
+    ck = torch.load(qa_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    model.load_state_dict(ck["model"])
+    model.to(device)
+    qa = QASystem(meta["system"], cfg, model, blocks, tokenizer, device, world=world, info=meta)
+    index = None
+    if model.embed_doc is not None:
+        index = MipsIndex.load(qa_dir / "index.pt", expect_version=fingerprint(model.embed_doc),
+                               expect_size=len(blocks), device=device, backend=cfg.index)
+    _attach_retrieval(qa, index)
+    log(f"loaded {meta['system']} QA system from {qa_dir} (step {ck['step']}; corpus {meta['init']})")
+    return qa
+
+
+def run_finetune(init_run, system: str, dataset: str, out_dir, overrides=None, resume: bool = False,
+                 log=print) -> QASystem:
+    """`realm-lite finetune`: build (or reload, with `resume`) a system and fine-tune it on the train split."""
+    from realm_lite.qa_data import load_qa
+
+    out = Path(out_dir)
+    if resume and (out / "qa.json").exists():
+        qa = load_system(out, log)
+        dataset = qa.info.get("dataset", dataset)
+    else:
+        if (out / "checkpoint.pt").exists():
+            raise FileExistsError(f"{out} already holds a QA run; pass --resume to continue it, or choose another --out")
+        qa = system_from_run(init_run, system, overrides, log)
+        qa.info["dataset"] = dataset
+    train = load_qa(dataset, "train", world=qa.world, cfg=qa.cfg)
+    log(f"fine-tuning {qa.name} on {len(train)} {dataset} questions: {qa.cfg.qa_steps} steps of "
+        f"{qa.cfg.qa_batch}, retrieve {qa.cfg.qa_retrieve}, read {qa.cfg.qa_read}")
+    t0 = time.time()
+    finetune(qa, train, out, resume=resume, log=log)
+    qa.info["finetune_seconds"] = round(time.time() - t0, 1)
+    atomic_write_text(out / "qa.json", json.dumps({"system": qa.name, **qa.info}, indent=2) + "\n")
+    return qa
+
+
+def run_evaluate(qa: QASystem, dataset: str, split: str, out_dir) -> dict:
+    """`realm-lite evaluate`: predictions-<split>.jsonl and metrics-<split>.json in `out_dir`."""
+    from realm_lite.qa_data import load_qa
+
+    examples = load_qa(dataset, split, world=qa.world, cfg=qa.cfg)
+    if not examples:
+        raise ValueError(f"no {split} questions in {dataset}")
+    t0 = time.time()
+    metrics, rows = evaluate_qa(qa, examples)
+    metrics.update(dataset=dataset, split=split, seconds=round(time.time() - t0, 1))
+    out = Path(out_dir)
+    write_jsonl(out / f"predictions-{split}.jsonl", rows)
+    atomic_write_text(out / f"metrics-{split}.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def compare_systems(init_run, dataset: str, out_dir, systems=None, split: str = "test", overrides=None,
+                    update_facts: int = 0, log=print) -> list[dict]:
+    """Fine-tune and evaluate each system on the same questions (out_dir/<system>/); with `update_facts`, also the
+    knowledge update on each retrieval system (world only). Runs already finished in out_dir are reused."""
+    from realm_lite.qa import SYSTEMS
+
+    results = []
+    for system in systems or SYSTEMS:
+        d = Path(out_dir) / system
+        t0 = time.time()
+        ck = d / "checkpoint.pt"
+        done = ck.exists() and torch.load(ck, map_location="cpu", weights_only=False).get("step", 0) > 0 and \
+            (d / "qa.json").exists() and "finetune_seconds" in json.loads((d / "qa.json").read_text())
+        qa = load_system(d, log) if done else run_finetune(init_run, system, dataset, d, overrides,
+                                                           resume=ck.exists(), log=log)
+        metrics = run_evaluate(qa, dataset, split, d)
+        metrics["finetune_seconds"] = qa.info.get("finetune_seconds")
+        if update_facts and system != "closed-book":
+            from realm_lite.qa_data import load_qa
+            from realm_lite.update import knowledge_update
+
+            report = knowledge_update(qa, load_qa(dataset, split, world=qa.world, cfg=qa.cfg), update_facts,
+                                      seed=qa.cfg.seed, log=log)
+            atomic_write_text(d / "knowledge-update.json", json.dumps(report, indent=2) + "\n")
+            metrics.update(update_new=report["new_value_returned"], update_old=report["old_value_after"])
+        metrics["seconds"] = round(time.time() - t0, 1)
+        log(f"{system}: {metrics}")
+        results.append(metrics)
+    return results
+
+
+def qa_table(results: list[dict]) -> str:
+    """One line per system: EM, top-1/top-5 retrieval accuracy and, where run, the knowledge update."""
+    cols = [("em", "EM"), ("top1", "top-1"), ("top5", "top-5"), ("update_new", "new value"), ("update_old", "old value")]
+    cols = [(k, name) for k, name in cols if any(k in r for r in results)]
+    head = f"{'system':<12}{'questions':>10}" + "".join(f"{name:>11}" for _, name in cols)
+    lines = [head]
+    for r in results:
+        lines.append(f"{r['system']:<12}{r['questions']:>10}" +
+                     "".join(f"{r[k]:>11.3f}" if k in r else f"{'-':>11}" for k, _ in cols))
+    return "\n".join(lines)

@@ -1,0 +1,100 @@
+"""Knowledge update: edit the corpus, re-embed only the changed blocks, ask again (paper 1 and 5). Notebook 07.
+
+REALM keeps knowledge in the corpus Z, not in its weights. So after facts change in the synthetic
+world, re-rendering the affected documents and re-embedding only their blocks with the frozen
+Embed_doc should be enough for a fine-tuned model to return the new answers, with no retraining.
+A closed-book model has nowhere to look the change up; BM25 re-indexes its (cheap) term statistics.
+
+    report = knowledge_update(qa, test_examples, n_facts=50, seed=0)   # qa and its world change in place
+    report["new_value_returned"]
+"""
+from __future__ import annotations
+
+import random
+import time
+
+import torch
+
+from realm_lite.corpus import make_blocks, world_passages
+from realm_lite.mips import MipsIndex
+from realm_lite.qa import QASystem, build_bm25, predict
+from realm_lite.qa_data import QAExample
+from realm_lite.qa_eval import exact_match
+from realm_lite.reader import ReaderInputs
+from realm_lite.retriever import embed_blocks
+from realm_lite.world import RELATIONS
+
+
+def replace_documents(qa: QASystem, doc_ids: set) -> dict:
+    """Re-block the world's documents `doc_ids`; re-embed just their blocks; swap in the new index and blocks."""
+    t0 = time.time()
+    fresh, _ = make_blocks([p for p in world_passages(qa.world) if p.id in doc_ids], qa.tokenizer, qa.cfg.block_len)
+    by_doc: dict[str, list] = {}
+    for b in fresh:
+        by_doc.setdefault(b.doc_id, []).append(b)
+    blocks, keep_rows, seen = [], [], set()  # keep_rows[i]: the old row of new block i, or None (re-embed)
+    for row, b in enumerate(qa.blocks):
+        if b.doc_id not in doc_ids:
+            blocks.append(b)
+            keep_rows.append(row)
+        elif b.doc_id not in seen:  # a changed document's new blocks take the place of its old ones
+            seen.add(b.doc_id)
+            blocks += by_doc.get(b.doc_id, [])
+            keep_rows += [None] * len(by_doc.get(b.doc_id, []))
+    new_rows = [i for i, r in enumerate(keep_rows) if r is None]
+    if qa.index is not None:
+        old = qa.index.embeddings
+        emb = torch.empty((len(blocks), old.shape[1]), dtype=old.dtype, device=old.device)  # (N', D)
+        kept = [i for i, r in enumerate(keep_rows) if r is not None]
+        emb[kept] = old[[keep_rows[i] for i in kept]]
+        if new_rows:
+            emb[new_rows] = embed_blocks(qa.model.embed_doc, [blocks[i] for i in new_rows], qa.tokenizer,
+                                         qa.cfg.block_len, device=qa.device,
+                                         autocast=qa.device.type != "cpu" or qa.cfg.embed_bf16).to(emb.device)
+        qa.index = MipsIndex(emb, qa.index.backend, version=qa.index.version)  # same Embed_doc, same version
+    qa.blocks = blocks
+    qa.inputs = ReaderInputs(blocks, qa.tokenizer, qa.cfg.block_len, qa.cfg.query_len, qa.cfg.qa_max_span)
+    if qa.bm25 is not None:
+        qa.bm25 = build_bm25(blocks)
+    return {"documents_changed": len(doc_ids), "blocks_reembedded": len(new_rows) if qa.index is not None else 0,
+            "blocks": len(blocks), "update_seconds": round(time.time() - t0, 2)}
+
+
+def knowledge_update(qa: QASystem, examples: list[QAExample], n_facts: int = 50, seed: int = 0, log=print) -> dict:
+    """Change the value of up to `n_facts` entity-valued facts asked about in `examples`; report how often the
+    system returns the new value afterwards (and the old one before and after)."""
+    if qa.world is None:
+        raise ValueError("the knowledge update needs the synthetic world (a run pre-trained with --corpus world)")
+    rng = random.Random(seed)
+    entity_valued = {r for r, (_, kind, _) in RELATIONS.items() if kind not in ("date", "year")}
+    by_fact = {}
+    for ex in examples:
+        if ex.meta.get("relation") in entity_valued:
+            by_fact.setdefault(ex.meta["fact"], ex)
+    if not by_fact:
+        raise ValueError("no question about an entity-valued fact to change")
+    chosen = [by_fact[f] for f in rng.sample(sorted(by_fact), min(n_facts, len(by_fact)))]
+    before = predict(qa, chosen)
+    changed, asked_after = set(), []
+    for ex in chosen:
+        fact = qa.world.facts[ex.meta["fact"]]
+        kind = qa.world.entities[fact.value].kind
+        pool = sorted(e.id for e in qa.world.entities.values() if e.kind == kind and e.id != fact.value)
+        new = rng.choice(pool)
+        old_name = qa.world.entities[fact.value].name
+        changed |= set(qa.world.set_fact(fact.subject, fact.relation, new))
+        asked_after.append((QAExample(ex.id, ex.question, [qa.world.entities[new].name], meta=dict(ex.meta)), old_name))
+    report = replace_documents(qa, changed)
+    after = predict(qa, [ex for ex, _ in asked_after])
+    n = len(chosen)
+    report.update(system=qa.name, facts_changed=n,
+                  old_value_before=round(sum(r["correct"] for r in before) / n, 4),
+                  new_value_returned=round(sum(r["correct"] for r in after) / n, 4),
+                  old_value_after=round(sum(exact_match(r["prediction"], [old]) for r, (_, old)
+                                            in zip(after, asked_after)) / n, 4))
+    report["examples"] = [{"question": ex.question, "old": old, "new": ex.answers[0], "before": b["prediction"],
+                           "after": a["prediction"]} for (ex, old), b, a in zip(asked_after, before, after)]
+    log(f"knowledge update ({qa.name}): {n} facts changed in {report['documents_changed']} documents, "
+        f"{report['blocks_reembedded']} blocks re-embedded; old value returned before {report['old_value_before']}, "
+        f"new value returned after {report['new_value_returned']} (old after {report['old_value_after']})")
+    return report
