@@ -1,4 +1,4 @@
-"""`realm-lite` command line: world, corpus, pretrain, demo. Later stages (finetune, evaluate) slot in here."""
+"""`realm-lite` command line: world, corpus, pretrain, finetune, evaluate, update, demo."""
 from __future__ import annotations
 
 import argparse
@@ -36,7 +36,7 @@ def cmd_corpus(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    """The quick end-to-end path so far: world -> WordPiece -> blocks -> masked examples -> warm starts + REALM."""
+    """The quick end-to-end path: world -> WordPiece -> blocks -> masking -> warm starts + REALM -> open QA."""
     from realm_lite.corpus import prepare_corpus
     from realm_lite.display import show_masked
     from realm_lite.masking import STRATEGIES, get_tagger, mask, sentence_spans
@@ -79,6 +79,16 @@ def cmd_demo(args) -> None:
               f"REALM pre-training ({cfg.realm_steps} steps) -> {out / 'pretrain'}")
         metrics = pretrain("world", cfg, out / "pretrain", log=lambda s: None)
         print(metrics_table(metrics))
+        from realm_lite.finetune import compare_systems, qa_table
+
+        t1 = time.time()
+        print(f"\nopen-QA fine-tuning ({cfg.qa_steps} steps of {cfg.qa_batch} questions; Embed_doc frozen) and "
+              f"evaluation on the world's test questions, with the knowledge update ({args.update_facts} facts "
+              f"changed, their blocks re-embedded) -> {out / 'qa'}")
+        results = compare_systems(out / "pretrain", "world", out / "qa", update_facts=args.update_facts,
+                                  log=lambda s: None)
+        print(qa_table(results))
+        print(f"(QA stage {time.time() - t1:.0f}s)")
     print(f"\ndone in {time.time() - t0:.1f}s; outputs in {out}/")
 
 
@@ -101,6 +111,55 @@ def cmd_pretrain(args) -> None:
     print(f"metrics written to {Path(args.out) / 'metrics.json'}")
 
 
+def _print_metrics(metrics: dict) -> None:
+    keys = [k for k in ("questions", "em", "top1", "top5") if k in metrics]
+    print(f"{metrics['system']:<12} " + "  ".join(f"{k} {metrics[k]}" for k in keys))
+
+
+def cmd_finetune(args) -> None:
+    """Query-side QA fine-tuning of one system, initialised from a pre-training run (--init)."""
+    from realm_lite.config import parse_overrides
+    from realm_lite.finetune import run_finetune
+
+    if args.resume and args.set:
+        raise ValueError("--resume continues a run with its saved config; drop --set")
+    qa = run_finetune(args.init, args.system, args.dataset, args.out, parse_overrides(args.set or []),
+                      resume=args.resume)
+    print(f"fine-tuned {qa.name} written to {args.out} ({qa.info.get('finetune_seconds')}s)")
+
+
+def cmd_evaluate(args) -> None:
+    """EM and top-k retrieval accuracy of a fine-tuned system; predictions JSONL and metrics JSON."""
+    from realm_lite.finetune import load_system, run_evaluate
+
+    qa = load_system(args.model)
+    dataset = args.dataset or qa.info.get("dataset", "world")
+    if not args.dataset and ":" in dataset and not dataset.startswith("squad"):
+        raise ValueError(f"{args.model} was fine-tuned on the file {dataset}; name the file to evaluate on "
+                         f"with --dataset {dataset.split(':')[0]}:PATH")
+    out = args.out or args.model
+    metrics = run_evaluate(qa, dataset, args.split, out)
+    _print_metrics(metrics)
+    print(f"predictions and metrics written to {out}/predictions-{args.split}.jsonl, metrics-{args.split}.json")
+
+
+def cmd_update(args) -> None:
+    """The knowledge update: change facts in the world, re-embed only the changed blocks, ask again."""
+    import json
+
+    from realm_lite.finetune import load_system
+    from realm_lite.io import atomic_write_text
+    from realm_lite.qa_data import load_qa
+    from realm_lite.update import knowledge_update
+
+    qa = load_system(args.model)
+    examples = load_qa("world", args.split, world=qa.world, cfg=qa.cfg)
+    report = knowledge_update(qa, examples, n_facts=args.facts, seed=args.seed)
+    out = Path(args.out or args.model) / "knowledge-update.json"
+    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
+    print(f"report written to {out}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="realm-lite", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +180,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("demo", help="the quick end-to-end path, with a short summary")
     common(p)
     p.add_argument("--examples", type=int, default=3, help="masked examples to show")
+    p.add_argument("--update-facts", type=int, default=20, help="facts changed in the knowledge update")
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("pretrain", help="warm starts, then REALM pre-training with index refresh")
@@ -130,6 +190,31 @@ def main(argv=None) -> int:
                    help="the cold-start control: no retriever warm start (a randomly initialised retriever)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.set_defaults(fn=cmd_pretrain)
+
+    from realm_lite.qa import SYSTEMS
+
+    p = sub.add_parser("finetune", help="open-QA fine-tuning of one system from a pre-training run")
+    p.add_argument("--init", required=True, help="the pre-training run directory (realm-lite pretrain --out)")
+    p.add_argument("--system", choices=SYSTEMS, default="realm", help="realm | ict | bm25 | closed-book")
+    p.add_argument("--dataset", default="world",
+                   help="world | squad[:DIR] | nq-open:PATH | webquestions:PATH | curatedtrec:PATH (train split)")
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config keys, e.g. qa_steps=100")
+    p.add_argument("--out", required=True, help="output directory of the QA run")
+    p.add_argument("--resume", action="store_true", help="continue the QA run in --out from its last checkpoint")
+    p.set_defaults(fn=cmd_finetune)
+    p = sub.add_parser("evaluate", help="EM and top-k retrieval accuracy of a fine-tuned system")
+    p.add_argument("--model", required=True, help="a QA run directory (realm-lite finetune --out)")
+    p.add_argument("--dataset", help="default: the data set it was fine-tuned on")
+    p.add_argument("--split", default="test", help="train | dev | test | all (file data sets: the file is the split)")
+    p.add_argument("--out", help="where predictions-SPLIT.jsonl and metrics-SPLIT.json go (default: --model)")
+    p.set_defaults(fn=cmd_evaluate)
+    p = sub.add_parser("update", help="knowledge update: change world facts, re-embed changed blocks, ask again")
+    p.add_argument("--model", required=True, help="a QA run fine-tuned on the synthetic world")
+    p.add_argument("--facts", type=int, default=50, help="how many facts to change")
+    p.add_argument("--split", default="test", help="whose questions' facts are changed")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="where knowledge-update.json goes (default: --model)")
+    p.set_defaults(fn=cmd_update)
 
     args = parser.parse_args(argv)
     try:
