@@ -35,3 +35,18 @@ def test_a_single_seed_has_no_standard_error():
     s = small_scale.summarize({"seeds": {"0": {"realm": _arm(0.5, 0.3)}}})
     assert s["arms"]["realm"]["recall@5"]["se"] is None
     assert "0.500" in small_scale.table(s)
+
+
+qa_spec = importlib.util.spec_from_file_location("bench_qa", Path(__file__).parents[1] / "bench" / "qa.py")
+bench_qa = importlib.util.module_from_spec(qa_spec)
+qa_spec.loader.exec_module(bench_qa)
+
+
+def test_qa_markdown_has_a_row_per_system_and_dashes_for_what_did_not_run():
+    results = {"systems": [{"system": "realm", "questions": 10, "em": 0.3, "top1": 0.5, "top5": 0.8,
+                            "update_new": 0.6, "update_old": 0.1, "finetune_seconds": 12.0},
+                           {"system": "closed-book", "questions": 10, "em": 0.0, "finetune_seconds": 1.0}]}
+    md = bench_qa.markdown(results).splitlines()
+    assert len(md) == 4 and all(line.count("|") == md[0].count("|") for line in md)
+    assert md[2].startswith("| realm | 10 | 0.300 | 0.500 | 0.800 | 0.600 | 0.100 |")
+    assert md[3] == "| closed-book | 10 | 0.000 | – | – | – | – | 1.0 |"

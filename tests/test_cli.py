@@ -1,4 +1,4 @@
-"""realm_lite.cli: the `realm-lite` command (world, corpus, demo) and its error handling."""
+"""realm_lite.cli: the `realm-lite` command (world, corpus, demo) and its error handling (finetune etc.: test_qa.py)."""
 import json
 
 import pytest
@@ -26,7 +26,7 @@ def test_world_default_preset(tmp_path, world):
 
 def test_demo_prints_masked_examples_and_pretrains(tmp_path, capsys, cfg):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--examples", "4"]) == 0
+    assert main(["demo", "--out", str(out), "--examples", "4", "--update-facts", "5", "--set", "qa_steps=6"]) == 0
     printed = capsys.readouterr().out
     for strategy in ("salient", "random-token", "random-span"):
         assert strategy in printed
@@ -34,9 +34,13 @@ def test_demo_prints_masked_examples_and_pretrains(tmp_path, capsys, cfg):
     assert printed.count("  salient ") >= 1
     for name in ("config.json", "tokenizer", "blocks.jsonl", "questions.jsonl", "world"):
         assert (out / name).exists(), name
-    assert Config.load(out) == cfg
+    assert Config.load(out) == cfg.replace(qa_steps=6)
     assert "after warm start (salient + reader)" in printed and "after REALM" in printed  # the metrics table
     assert (out / "pretrain" / "metrics.json").exists()
+    table = printed[printed.index("system    "):].splitlines()  # the QA table: one row per system
+    assert [row.split()[0] for row in table[1:5]] == ["realm", "ict", "bm25", "closed-book"]
+    assert "new value" in table[0] and (out / "qa" / "realm" / "knowledge-update.json").exists()
+    assert (out / "qa" / "bm25" / "predictions-test.jsonl").exists()
 
 
 def test_corpus_command(tmp_path, capsys):
