@@ -19,7 +19,7 @@ from realm_lite.corpus import make_blocks, world_passages
 from realm_lite.mips import MipsIndex
 from realm_lite.qa import QASystem, build_bm25, predict
 from realm_lite.qa_data import QAExample
-from realm_lite.qa_eval import exact_match
+from realm_lite.qa_eval import contains_answer, exact_match
 from realm_lite.reader import ReaderInputs
 from realm_lite.retriever import embed_blocks
 from realm_lite.world import RELATIONS
@@ -92,8 +92,15 @@ def knowledge_update(qa: QASystem, examples: list[QAExample], n_facts: int = 50,
                   new_value_returned=round(sum(r["correct"] for r in after) / n, 4),
                   old_value_after=round(sum(exact_match(r["prediction"], [old]) for r, (_, old)
                                             in zip(after, asked_after)) / n, 4))
+    text_of = {b.id: b.text for b in qa.blocks}
     report["examples"] = [{"question": ex.question, "old": old, "new": ex.answers[0], "before": b["prediction"],
-                           "after": a["prediction"]} for (ex, old), b, a in zip(asked_after, before, after)]
+                           "after": a["prediction"], "read": [z["title"] for z in a.get("retrieved", [])],
+                           "old_in_read": any(contains_answer(text_of[z["block"]], [old]) for z in a.get("retrieved", []))}
+                          for (ex, old), b, a in zip(asked_after, before, after)]
+    # where the old value still came back: was it in a block read after the update, or only in the weights?
+    old_after = [e for e in report["examples"] if exact_match(e["after"], [e["old"]])]
+    report["old_after_found_in_read_blocks"] = sum(e["old_in_read"] for e in old_after)
+    report["old_after_not_in_any_read_block"] = len(old_after) - report["old_after_found_in_read_blocks"]
     log(f"knowledge update ({qa.name}): {n} facts changed in {report['documents_changed']} documents, "
         f"{report['blocks_reembedded']} blocks re-embedded; old value returned before {report['old_value_before']}, "
         f"new value returned after {report['new_value_returned']} (old after {report['old_value_after']})")

@@ -11,6 +11,7 @@ from realm_lite.finetune import finetune, load_system, run_finetune
 from realm_lite.pretrain import pretrain
 from realm_lite.qa import SYSTEMS, qa_loss, system_from_run
 from realm_lite.qa_data import QAExample, load_qa
+from realm_lite.qa_eval import exact_match
 from realm_lite.reader import LEFT_OUT, ReaderInputs, reader_log_likelihood, span_log_probs
 from realm_lite.retriever import embed_blocks
 from realm_lite.update import knowledge_update, replace_documents
@@ -135,6 +136,9 @@ def test_knowledge_update_reembeds_only_the_changed_blocks(run):
     assert any(qa.world.entities[new].name in qa.blocks[i].text for i in rows)
     report = knowledge_update(qa, load_qa("world", "test", world=qa.world), n_facts=5, log=lambda s: None)
     assert report["facts_changed"] == 5 and 0 <= report["new_value_returned"] <= 1
+    assert len(report["examples"]) == 5 and all(len(e["read"]) == qa.cfg.qa_read for e in report["examples"])
+    n_old = sum(exact_match(e["after"], [e["old"]]) for e in report["examples"])
+    assert report["old_after_found_in_read_blocks"] + report["old_after_not_in_any_read_block"] == n_old
 
 
 def test_cli_finetune_evaluate_update(run, tmp_path, capsys):
