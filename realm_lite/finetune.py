@@ -22,13 +22,8 @@ from transformers import get_linear_schedule_with_warmup
 
 from realm_lite.io import atomic_write_text, write_jsonl
 from realm_lite.mips import MipsIndex, fingerprint
+from realm_lite.pretrain import _save
 from realm_lite.qa import QAModel, QASystem, _attach_retrieval, evaluate_qa, qa_loss, system_from_run
-
-
-def _save(obj, path: Path) -> None:
-    from realm_lite.pretrain import _save as save
-
-    save(obj, path)
 
 
 def finetune(qa: QASystem, examples, out_dir, resume: bool = False, log=print, stop_after: int | None = None) -> list[dict]:
@@ -176,11 +171,10 @@ def compare_systems(init_run, dataset: str, out_dir, systems=None, split: str = 
     for system in systems or SYSTEMS:
         d = Path(out_dir) / system
         t0 = time.time()
-        ck = d / "checkpoint.pt"
-        done = ck.exists() and torch.load(ck, map_location="cpu", weights_only=False).get("step", 0) > 0 and \
-            (d / "qa.json").exists() and "finetune_seconds" in json.loads((d / "qa.json").read_text())
+        # run_finetune records finetune_seconds in qa.json only once the run has finished
+        done = (d / "qa.json").exists() and "finetune_seconds" in json.loads((d / "qa.json").read_text())
         qa = load_system(d, log) if done else run_finetune(init_run, system, dataset, d, overrides,
-                                                           resume=ck.exists(), log=log)
+                                                           resume=(d / "checkpoint.pt").exists(), log=log)
         metrics = run_evaluate(qa, dataset, split, d)
         metrics["finetune_seconds"] = qa.info.get("finetune_seconds")
         if update_facts and system != "closed-book":
