@@ -75,7 +75,7 @@ class Config:
     # --- retriever warm start (realm_lite.pretrain) ---
     warm_start: str = "ict"  # ict (ORQA, the paper) | salient (co-occurrence, realm_lite.warmstart) | none (cold start)
     reader_warmup_steps: int = 0  # reader warm-up steps before REALM (realm_lite.warmstart); 0 = none
-    reader_warmup_z: str = "own"  # own: x's own block minus x | salient: another block holding y and another span of x
+    reader_warmup_z: str = "own"  # own: x's own block minus x | salient: another block holding y and another span of x | mixed: half each | own-then-mixed: own for 2/3 of the steps, then mixed
 
     # --- REALM pre-training (realm_lite.realm, realm_lite.pretrain; paper sections 3.1-3.4) ---
     realm_steps: int = 40
@@ -162,7 +162,7 @@ CHOICES = {
     "refresh_mode": ("async", "sync"),
     "warm_start": ("ict", "salient", "none"),
     "autocast": ("auto", "bf16", "off"),
-    "reader_warmup_z": ("own", "salient"),
+    "reader_warmup_z": ("own", "salient", "mixed", "own-then-mixed"),
 }
 
 PRESETS: dict[str, dict] = {
@@ -170,14 +170,16 @@ PRESETS: dict[str, dict] = {
     # Small from-scratch towers use mean pooling: with [CLS] pooling, 2 x 64 ICT did not learn at all
     # (in-batch accuracy 0 after 300 steps; mean pooling 0.94). See README "What it takes ...".
     "quick": dict(world_entities=400, vocab_size=3000, block_len=128, query_len=48, pooling="mean",
-                  warm_start="salient", reader_warmup_steps=40),
+                  warm_start="salient", reader_warmup_steps=40, reader_warmup_z="own-then-mixed"),
     # A 2-core laptop, all stages within 30 minutes: the small-scale recipe (README "What it takes for REALM
     # to learn at small scale"). Beyond the paper: the salient co-occurrence retriever warm start instead of
     # ICT (ICT finds a sentence's own block, not the other entity's block that states the fact) and a reader
-    # warm-up (a from-scratch reader does not learn to copy inside REALM). The paper's path is "cpu-paper".
+    # warm-up (a from-scratch reader does not learn to copy inside REALM): 6,000 own-block steps teach it to
+    # copy a block's subject, then 3,000 half evidence-block steps to copy a related span. The paper's path
+    # is "cpu-paper".
     "cpu": dict(world_entities=2000, vocab_size=8000, block_len=128, query_len=64, pooling="mean",
-                hidden=128, heads=4, reader_layers=4, warm_start="salient", ict_steps=800,
-                reader_warmup_steps=2500, realm_steps=300, batch_size=16, warmup_steps=30, refresh_every=100,
+                hidden=128, heads=4, reader_layers=4, warm_start="salient", ict_steps=2400,
+                reader_warmup_steps=9000, reader_warmup_z="own-then-mixed", realm_steps=300, batch_size=16, warmup_steps=30, refresh_every=100,
                 checkpoint_every=100, eval_queries=0, log_every=50, progress=True,
                 qa_retrieve=100, qa_steps=600, qa_batch=16, qa_warmup_steps=50),
     # The paper's recipe at the cpu preset's scale: ICT warm start, reader from scratch, REALM.

@@ -94,18 +94,38 @@ def train_salient(model, pool, blocks, inputs: BlockInputs, cfg, device, log=pri
 
 def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print) -> list[dict]:
     """cfg.reader_warmup_steps steps of -log p(y|z,x), lr cfg.reader_lr, with z chosen by cfg.reader_warmup_z:
-    "own" = x's own block minus x; "salient" = another block holding both y and another salient span of x."""
+    "own" = x's own block minus x; "salient" = another block holding both y and another salient span of x;
+    "mixed" = half of each batch of each kind (own blocks teach copying the block's subject, evidence blocks
+    copying a related span, which is what REALM's gold blocks ask for); "own-then-mixed" = the first two
+    thirds of the steps "own", the rest "mixed" (copying is discovered on the easy own-block copies first)."""
     rng = random.Random(cfg.seed + 7)
-    evidence = _evidence_sampler(pool, blocks, rng) if cfg.reader_warmup_z == "salient" else None
+    evidence = _evidence_sampler(pool, blocks, rng) if cfg.reader_warmup_z != "own" else None
+    half = cfg.batch_size // 2
+
+    def own_only(step):
+        return cfg.batch_size
+    n_own_of = {"own": own_only, "salient": lambda step: 0, "mixed": lambda step: half,
+                "own-then-mixed": lambda step: cfg.batch_size if 3 * step <= 2 * cfg.reader_warmup_steps else half,
+                }[cfg.reader_warmup_z]
     opt = torch.optim.AdamW(model.reader.parameters(), lr=cfg.reader_lr, weight_decay=cfg.weight_decay)
     model.reader.train()
     history, t0 = [], time.time()
     for step in range(1, cfg.reader_warmup_steps + 1):
-        if evidence is None:
-            queries = pool.sample(rng, cfg.batch_size)
-            rest = [blocks[q.source].text.replace(q.example.text, " ", 1) for q in queries]
-        else:
-            queries, rest = evidence(cfg.batch_size)
+        n_own = n_own_of(step)
+        queries = pool.sample(rng, n_own)
+        rest = [blocks[q.source].text.replace(q.example.text, " ", 1) for q in queries]
+        if n_own < cfg.batch_size:
+            try:
+                more, texts = evidence(cfg.batch_size - n_own)
+            except ValueError:
+                if cfg.reader_warmup_z == "salient":
+                    raise
+                if n_own_of is not own_only:  # mixed on a corpus with too few evidence blocks: own blocks only
+                    log("reader warm-up: too few evidence blocks in this corpus; using own blocks only")
+                    n_own_of = own_only
+                more = pool.sample(rng, cfg.batch_size - n_own)
+                texts = [blocks[q.source].text.replace(q.example.text, " ", 1) for q in more]
+            queries, rest = queries + more, rest + texts
         z_ids = [[ids] for ids in tokenizer(rest, add_special_tokens=False, truncation=True,
                                             max_length=cfg.block_len)["input_ids"]]
         enc = join_inputs([q.example.input_ids for q in queries], z_ids, tokenizer.sep_token_id,
@@ -128,7 +148,7 @@ def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print) 
 
 
 def _evidence_sampler(pool, blocks, rng: random.Random):
-    """For reader_warmup_z="salient": a function n -> (n queries, the text of an evidence block for each)."""
+    """For reader_warmup_z other than "own": a function n -> (n queries, the text of an evidence block for each)."""
     from realm_lite.masking import get_tagger
 
     index = SalientIndex(blocks, get_tagger()[1])

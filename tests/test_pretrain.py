@@ -205,9 +205,38 @@ def test_pretrain_on_a_corpus_without_fact_annotations(world, cfg, tokenizer, tm
     assert json.loads((tmp_path / "run" / "corpus.json").read_text())["corpus"] == str(src)
 
 
-def test_salient_reader_warmup_runs(cfg, tokenizer, tmp_path):
+@pytest.mark.parametrize("z", ["salient", "mixed"])
+def test_salient_reader_warmup_runs(cfg, tokenizer, tmp_path, z):
     tokenizer.save_pretrained(str(tmp_path / "tok"))
     c = cfg.replace(**TINY, tokenizer=str(tmp_path / "tok"), warm_start="salient", ict_batch=8,
-                    reader_warmup_steps=3, reader_warmup_z="salient")
+                    reader_warmup_steps=3, reader_warmup_z=z)
     m = pretrain("world", c, tmp_path / "run", log=lambda s: None)
     assert m["warm_start_details"]["reader_warmup_steps"] == 3
+
+
+@pytest.mark.parametrize("z, n_own", [("own", [6, 6, 6]), ("salient", [0, 0, 0]), ("mixed", [3, 3, 3]),
+                                       ("own-then-mixed", [6, 6, 3])])
+def test_reader_warmup_batches(cfg, tokenizer, blocks, pool, z, n_own):
+    """Own-block rows hold x's block minus x; evidence rows hold another block's text; mixed: half each;
+    own-then-mixed: own for the first two thirds of the steps."""
+    from realm_lite.warmstart import train_reader_warmup
+
+    seen = []
+
+    class Recording:  # the tokenizer, recording the z texts of each batch
+        def __getattr__(self, name):
+            return getattr(tokenizer, name)
+
+        def __call__(self, texts, **kw):
+            seen.append(list(texts))
+            return tokenizer(texts, **kw)
+
+    torch.manual_seed(0)
+    model = Realm(cfg, len(tokenizer))
+    c = cfg.replace(reader_warmup_steps=3, batch_size=6, reader_warmup_z=z, log_every=1)
+    hist = train_reader_warmup(model, pool, blocks, Recording(), c, "cpu", log=lambda s: None)
+    assert len(hist) == 3 and len(seen) == 3 and all(len(t) == 6 for t in seen)
+    block_texts = {b.text for b in blocks}
+    for texts, n in zip(seen, n_own):
+        own = [t for t in texts if t not in block_texts]  # x's block with x cut out is no block's text
+        assert len(own) == n and texts[:n] == own
