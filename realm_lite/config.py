@@ -179,7 +179,8 @@ PRESETS: dict[str, dict] = {
     # is "cpu-paper".
     "cpu": dict(world_entities=2000, vocab_size=8000, block_len=128, query_len=64, pooling="mean",
                 hidden=128, heads=4, reader_layers=4, warm_start="salient", ict_steps=2400,
-                reader_warmup_steps=9000, reader_warmup_z="own-then-mixed", realm_steps=300, batch_size=16, warmup_steps=30, refresh_every=100,
+                reader_warmup_steps=9000, reader_warmup_z="own-then-mixed", realm_steps=300, batch_size=16,
+                warmup_steps=30, refresh_every=100,
                 checkpoint_every=100, eval_queries=0, log_every=50, progress=True,
                 qa_retrieve=100, qa_steps=600, qa_batch=16, qa_warmup_steps=50),
     # The paper's recipe at the cpu preset's scale: ICT warm start, reader from scratch, REALM.

@@ -104,6 +104,10 @@ def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print) 
 
     def own_only(step):
         return cfg.batch_size
+
+    def own(n):  # n training sentences, each with its own block minus the sentence
+        qs = pool.sample(rng, n)
+        return qs, [blocks[q.source].text.replace(q.example.text, " ", 1) for q in qs]
     n_own_of = {"own": own_only, "salient": lambda step: 0, "mixed": lambda step: half,
                 "own-then-mixed": lambda step: cfg.batch_size if 3 * step <= 2 * cfg.reader_warmup_steps else half,
                 }[cfg.reader_warmup_z]
@@ -112,8 +116,7 @@ def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print) 
     history, t0 = [], time.time()
     for step in range(1, cfg.reader_warmup_steps + 1):
         n_own = n_own_of(step)
-        queries = pool.sample(rng, n_own)
-        rest = [blocks[q.source].text.replace(q.example.text, " ", 1) for q in queries]
+        queries, rest = own(n_own)
         if n_own < cfg.batch_size:
             try:
                 more, texts = evidence(cfg.batch_size - n_own)
@@ -123,8 +126,7 @@ def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print) 
                 if n_own_of is not own_only:  # mixed on a corpus with too few evidence blocks: own blocks only
                     log("reader warm-up: too few evidence blocks in this corpus; using own blocks only")
                     n_own_of = own_only
-                more = pool.sample(rng, cfg.batch_size - n_own)
-                texts = [blocks[q.source].text.replace(q.example.text, " ", 1) for q in more]
+                more, texts = own(cfg.batch_size - n_own)
             queries, rest = queries + more, rest + texts
         z_ids = [[ids] for ids in tokenizer(rest, add_special_tokens=False, truncation=True,
                                             max_length=cfg.block_len)["input_ids"]]
