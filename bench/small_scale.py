@@ -148,11 +148,15 @@ def main(argv=None) -> int:
     if args.markdown:
         print(markdown(results["summary"]) if results else f"no results in {out_json}")
         return 0
-    setting = (args.preset, overrides, arm_overrides)
-    if results and (results.get("preset"), results.get("overrides"), results.get("arm_overrides", {})) != setting:
-        print(f"{out_json} holds results for another preset or other overrides; pass another --out", file=sys.stderr)
+    # The recipe's hash (seed aside) guards against resuming into results of an older version of the preset.
+    recipe = _digest({**get_config(args.preset, **{**overrides, "seed": 0}).to_dict(), "progress": False})
+    setting = (args.preset, overrides, arm_overrides, recipe)
+    if results and (results.get("preset"), results.get("overrides"), results.get("arm_overrides", {}),
+                    results.get("recipe")) != setting:
+        print(f"{out_json} holds results for another preset, recipe or other overrides; pass another --out",
+              file=sys.stderr)
         return 2
-    results.update(preset=args.preset, overrides=overrides, arm_overrides=arm_overrides,
+    results.update(preset=args.preset, overrides=overrides, arm_overrides=arm_overrides, recipe=recipe,
                    command=" ".join(["python bench/small_scale.py"] + (argv or sys.argv[1:])))
     results.setdefault("seeds", {})
 

@@ -37,6 +37,13 @@ def test_a_single_seed_has_no_standard_error():
     assert "0.500" in small_scale.table(s)
 
 
+def test_results_of_an_older_recipe_are_not_resumed(tmp_path, capsys):
+    out = tmp_path / "old.json"  # written before the preset changed: same preset and overrides, no recipe hash
+    out.write_text('{"preset": "quick", "overrides": {}, "arm_overrides": {}, "seeds": {"0": {"realm": {}}}}')
+    assert small_scale.main(["--preset", "quick", "--seeds", "0", "--out", str(out)]) == 2
+    assert "another preset, recipe or other overrides" in capsys.readouterr().err
+
+
 qa_spec = importlib.util.spec_from_file_location("bench_qa", Path(__file__).parents[1] / "bench" / "qa.py")
 bench_qa = importlib.util.module_from_spec(qa_spec)
 qa_spec.loader.exec_module(bench_qa)
