@@ -216,7 +216,6 @@ def _check_keys(d: dict, where: str = "overrides") -> None:
 
 def parse_overrides(pairs: list[str]) -> dict:
     """Turn CLI `key=value` strings into typed overrides, using each field's default type."""
-    {f.name: f for f in dataclasses.fields(Config)}
     out = {}
     for pair in pairs:
         if "=" not in pair:
