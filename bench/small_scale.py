@@ -63,8 +63,9 @@ def run_arm(arm: str, parts, cfg, warm_state: dict, out: Path, log) -> dict:
                       steps=cfg.realm_steps, seed=cfg.seed + 1000)
     arm_cfg = cfg.replace(retriever_lr=0.0) if arm in ("frozen", "warmstart") else cfg
     (out / arm).mkdir(parents=True, exist_ok=True)
-    train_realm(model, parts.pool, parts.blocks, parts.inputs, parts.tokenizer, arm_cfg, out / arm, parts.device,
-                log=log)
+    if arm_cfg.reader_lr or arm_cfg.retriever_lr:  # with --arm-set reader_lr=0 the frozen arms train nothing
+        train_realm(model, parts.pool, parts.blocks, parts.inputs, parts.tokenizer, arm_cfg, out / arm,
+                    parts.device, log=log)
     index = build_index(model.retriever.embed_doc, parts.blocks, parts.tokenizer, cfg, parts.device)
     result = evaluate(model, index, parts.eval_queries, parts.inputs, cfg, parts.device)
     result["seconds"] = round(time.time() - t0, 1)

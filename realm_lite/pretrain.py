@@ -146,6 +146,8 @@ def train_realm(model: Realm, pool: QueryPool, blocks, inputs: BlockInputs, toke
 
     `stop_after` ends the loop early (after a checkpoint), as a crash would: for tests of resume."""
     run_dir = Path(run_dir)
+    if cfg.reader_lr == 0 and cfg.retriever_lr == 0:
+        raise ValueError("reader_lr and retriever_lr are both 0: REALM would train nothing")
     params = [{"params": model.retriever.parameters(), "lr": cfg.retriever_lr},
               {"params": model.reader.parameters(), "lr": cfg.reader_lr}]
     opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
@@ -173,6 +175,12 @@ def train_realm(model: Realm, pool: QueryPool, blocks, inputs: BlockInputs, toke
     bar = tqdm(total=cfg.realm_steps, initial=step, disable=not cfg.progress, file=sys.stderr, desc="REALM")
     say = bar.write if cfg.progress and log is print else log  # log lines above the bar, not through it
     t0, t_start = time.time(), step
+    # A module with lr 0 is frozen: no graph through it. A frozen reader makes a step forward-only on the reader
+    # side; p(y|z,x) still weighs each z's gradient, [p(y|z,x)/p(y|x) - 1] p(z|x) (paper 3.1), as a constant.
+    requires = {p: p.requires_grad for p in model.parameters()}
+    for module, lr in ((model.retriever, cfg.retriever_lr), (model.reader, cfg.reader_lr)):
+        if lr == 0:
+            module.requires_grad_(False)
     try:
         while step < cfg.realm_steps:
             if step % cfg.refresh_every == 0 and step > 0 and cfg.retriever_lr > 0:  # a frozen Embed_doc: never stale
@@ -205,6 +213,8 @@ def train_realm(model: Realm, pool: QueryPool, blocks, inputs: BlockInputs, toke
     finally:
         bar.close()
         refresher.close()
+        for p, flag in requires.items():
+            p.requires_grad_(flag)
     return history
 
 

@@ -9,7 +9,7 @@ import torch
 from realm_lite.cli import main
 from realm_lite.corpus import make_blocks, world_passages
 from realm_lite.mips import MipsIndex
-from realm_lite.pretrain import load_run, pretrain
+from realm_lite.pretrain import load_run, pretrain, train_realm
 from realm_lite.queries import QueryPool
 from realm_lite.realm import BlockInputs, Realm, predict_spans, realm_loss
 from realm_lite.refresh import build_index
@@ -96,6 +96,25 @@ def test_predict_spans_picks_the_mixture_argmax():
 
 def _state(run):
     return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+
+
+@pytest.mark.parametrize("frozen", ["reader", "retriever"])
+def test_a_module_with_lr_0_gets_no_gradient_and_is_given_back_trainable(frozen, blocks, pool, tokenizer, cfg,
+                                                                          tmp_path):
+    c = cfg.replace(**TINY, **{f"{frozen}_lr": 0.0})
+    torch.manual_seed(0)
+    model, inputs = Realm(c, len(tokenizer)), BlockInputs(blocks, tokenizer, c.block_len)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train_realm(model, pool, blocks, inputs, tokenizer, c, tmp_path / "run", torch.device("cpu"), log=lambda s: None)
+    trained = "retriever" if frozen == "reader" else "reader"
+    for name, p in model.named_parameters():
+        assert p.requires_grad, name
+        if name.startswith(frozen + "."):
+            assert p.grad is None and torch.equal(p, before[name]), name  # no backward through it, no update
+    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if n.startswith(trained + "."))
+    with pytest.raises(ValueError, match="both 0"):
+        train_realm(model, pool, blocks, inputs, tokenizer, c.replace(reader_lr=0.0, retriever_lr=0.0),
+                    tmp_path / "none", torch.device("cpu"), log=lambda s: None)
 
 
 def test_resume_reaches_the_same_result(cfg, tokenizer, tmp_path):
