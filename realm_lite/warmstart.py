@@ -93,7 +93,7 @@ def train_salient(model, pool, blocks, inputs: BlockInputs, cfg, device, log=pri
 
 
 def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print) -> list[dict]:
-    """cfg.reader_warmup_steps steps of -log p(y|z,x), lr cfg.reader_lr, with z chosen by cfg.reader_warmup_z:
+    """cfg.reader_warmup_steps steps of -log p(y|z,x), lr cfg.reader_warmup_lr, with z chosen by cfg.reader_warmup_z:
     "own" = x's own block minus x; "salient" = another block holding both y and another salient span of x;
     "mixed" = half of each batch of each kind (own blocks teach copying the block's subject, evidence blocks
     copying a related span, which is what REALM's gold blocks ask for); "own-then-mixed" = the first two
@@ -111,7 +111,7 @@ def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print) 
     n_own_of = {"own": own_only, "salient": lambda step: 0, "mixed": lambda step: half,
                 "own-then-mixed": lambda step: cfg.batch_size if 3 * step <= 2 * cfg.reader_warmup_steps else half,
                 }[cfg.reader_warmup_z]
-    opt = torch.optim.AdamW(model.reader.parameters(), lr=cfg.reader_lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(model.reader.parameters(), lr=cfg.reader_warmup_lr, weight_decay=cfg.weight_decay)
     model.reader.train()
     history, t0 = [], time.time()
     for step in range(1, cfg.reader_warmup_steps + 1):

@@ -30,6 +30,8 @@ def test_cpu_is_the_small_scale_recipe_and_cpu_paper_the_papers():
     assert cpu.reader_warmup_steps > 0 and paper.reader_warmup_steps == 0
     assert quick.warm_start == cpu.warm_start and quick.reader_warmup_steps > 0  # quick: the same recipe, shrunk
     assert quick.reader_warmup_z == cpu.reader_warmup_z == "own-then-mixed"
+    assert quick.reader_lr == cpu.reader_lr == 0 < cpu.reader_warmup_lr  # in REALM the warmed-up reader is frozen
+    assert quick.retriever_lr == cpu.retriever_lr
     assert (cpu.world_entities, cpu.block_len, cpu.k) == (paper.world_entities, paper.block_len, paper.k)
 
 
