@@ -101,12 +101,12 @@ def _state(run):
 @pytest.mark.parametrize("frozen", ["reader", "retriever"])
 def test_a_module_with_lr_0_gets_no_gradient_and_is_given_back_trainable(frozen, blocks, pool, tokenizer, cfg,
                                                                           tmp_path):
-    c = cfg.replace(**TINY, **{f"{frozen}_lr": 0.0})
+    trained = "retriever" if frozen == "reader" else "reader"
+    c = cfg.replace(**TINY, **{f"{frozen}_lr": 0.0, f"{trained}_lr": 1e-3})
     torch.manual_seed(0)
     model, inputs = Realm(c, len(tokenizer)), BlockInputs(blocks, tokenizer, c.block_len)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     train_realm(model, pool, blocks, inputs, tokenizer, c, tmp_path / "run", torch.device("cpu"), log=lambda s: None)
-    trained = "retriever" if frozen == "reader" else "reader"
     for name, p in model.named_parameters():
         assert p.requires_grad, name
         if name.startswith(frozen + "."):
