@@ -174,9 +174,10 @@ PRESETS: dict[str, dict] = {
                   warm_start="salient", reader_warmup_steps=40, reader_warmup_z="own-then-mixed", reader_lr=0.0,
                   retriever_lr=1e-4),
     # A 2-core laptop, the small-scale recipe (README "What it takes for REALM to learn at small scale"; the
-    # target of 30 minutes for all stages is not met: about 55 on the machine of session 7). Beyond the paper: the salient co-occurrence retriever warm start instead of
-    # ICT (ICT finds a sentence's own block, not the other entity's block that states the fact) and a reader
-    # warm-up (a from-scratch reader does not learn to copy inside REALM): 6,000 own-block steps teach it to
+    # target of 30 minutes for all stages is not met: about 55 on the machine of session 7). Beyond the paper:
+    # the salient co-occurrence retriever warm start instead of ICT (ICT finds a sentence's own block, not the
+    # other entity's block that states the fact) and a reader warm-up (a from-scratch reader does not learn to
+    # copy inside REALM): 6,000 own-block steps teach it to
     # copy a block's subject, then 3,000 half evidence-block steps to copy a related span. In REALM the reader
     # is then frozen (it forgot how to copy when trained on: at 5e-4 badly, at the paper's 3e-5 still), which
     # makes a step 1.5x cheaper: 900 steps of the retriever at 1e-4 (README). The paper's path is "cpu-paper".

@@ -140,14 +140,18 @@ def warm_start(model: Realm, pool: QueryPool, blocks, inputs: BlockInputs, token
 
 
 # ---- stage 2: REALM ----------------------------------------------------------------------------
+def _check_something_trains(cfg) -> None:
+    if cfg.reader_lr == 0 and cfg.retriever_lr == 0:
+        raise ValueError("reader_lr and retriever_lr are both 0: REALM would train nothing")
+
+
 def train_realm(model: Realm, pool: QueryPool, blocks, inputs: BlockInputs, tokenizer, cfg, run_dir, device,
                 resume: bool = False, log=print, stop_after: int | None = None) -> list[dict]:
     """cfg.realm_steps steps of -log p(y|x), the index refreshed every cfg.refresh_every steps; returns the log.
 
     `stop_after` ends the loop early (after a checkpoint), as a crash would: for tests of resume."""
     run_dir = Path(run_dir)
-    if cfg.reader_lr == 0 and cfg.retriever_lr == 0:
-        raise ValueError("reader_lr and retriever_lr are both 0: REALM would train nothing")
+    _check_something_trains(cfg)
     params = [{"params": model.retriever.parameters(), "lr": cfg.retriever_lr},
               {"params": model.reader.parameters(), "lr": cfg.reader_lr}]
     opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
@@ -303,6 +307,8 @@ def setup_run(spec: str, cfg, out_dir, resume: bool = False, log=print) -> RunPa
 def pretrain(spec: str, cfg, out_dir, resume: bool = False, log=print, stop_after: int | None = None) -> dict:
     """Corpus -> warm start -> REALM -> evaluation; writes everything under `out_dir`, returns metrics."""
     out, t0 = Path(out_dir), time.time()
+    if not resume:
+        _check_something_trains(cfg)  # before the corpus and warm starts, not after them
     r = setup_run(spec, cfg, out, resume, log)
     cfg, spec, model, pool, blocks, inputs, tokenizer, eval_queries, device = (
         r.cfg, r.spec, r.model, r.pool, r.blocks, r.inputs, r.tokenizer, r.eval_queries, r.device)

@@ -174,6 +174,8 @@ def test_cli_pretrain_bad_input(tmp_path, capsys):
     assert "missing.jsonl" in capsys.readouterr().err
     assert main(["pretrain", "--out", str(tmp_path / "x"), "--set", "k=1"]) == 2
     assert "k=1" in capsys.readouterr().err
+    assert main(["pretrain", "--out", str(tmp_path / "y"), "--set", "reader_lr=0", "retriever_lr=0"]) == 2
+    assert "both 0" in capsys.readouterr().err and not (tmp_path / "y").exists()  # refused before any work
 
 
 def test_salient_positives_and_reader_evidence(pool, blocks):
