@@ -13,7 +13,6 @@ Writes JSON to --json (default bench/results/autocast_speed-<preset>.json).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
@@ -26,16 +25,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from realm_lite.io import atomic_write_text  # noqa: E402
-from realm_lite.pretrain import setup_run  # noqa: E402
+from realm_lite.pretrain import autocast, setup_run  # noqa: E402
 from realm_lite.realm import realm_loss  # noqa: E402
 from realm_lite.refresh import build_index  # noqa: E402
 from realm_lite.warmstart import train_reader_warmup  # noqa: E402
 
-PRECISIONS = {"fp32": contextlib.nullcontext, "bf16": lambda: torch.autocast("cpu", dtype=torch.bfloat16)}
+PRECISIONS = {"fp32": "off", "bf16": "bf16"}  # the config key `autocast` that pretrain.autocast reads
 
 
-def realm_steps(parts, index, state, steps: int, precision: str) -> tuple[float, list[float]]:
-    """steps/s of `steps` REALM steps (after 2 untimed ones) from `state`, and each step's loss."""
+def precision(parts, name: str):
+    """The library's autocast context for precision `name`."""
+    return autocast(parts.cfg.replace(autocast=PRECISIONS[name]), parts.device)
+
+
+def realm_steps(parts, index, state, steps: int, name: str) -> float:
+    """steps/s of `steps` REALM steps (after 2 untimed ones) from `state`."""
     model, cfg = parts.model, parts.cfg
     model.load_state_dict(state)
     frozen = [m for m, lr in ((model.retriever, cfg.retriever_lr), (model.reader, cfg.reader_lr)) if lr == 0]
@@ -43,44 +47,43 @@ def realm_steps(parts, index, state, steps: int, precision: str) -> tuple[float,
         m.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.retriever_lr or cfg.reader_lr)
-    rng, losses, t0 = random.Random(cfg.seed), [], None
+    rng, t0 = random.Random(cfg.seed), None
     model.train()
     for i in range(steps + 2):
         if i == 2:
             t0 = time.time()
         queries = parts.pool.sample(rng, cfg.batch_size)
-        with PRECISIONS[precision]():
+        with precision(parts, name):
             out = realm_loss(model, queries, index, parts.inputs, cfg.k, parts.device)
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
         opt.step()
-        losses.append(out["loss"].item())
     rate = steps / (time.time() - t0)
     for m in frozen:
         m.requires_grad_(True)
-    return rate, losses
+    return rate
 
 
 @torch.no_grad()
-def eval_losses(parts, index, state, batches: int, precision: str) -> list[float]:
+def eval_losses(parts, index, state, batches: int, name: str) -> list[float]:
     """-log p(y|x) of `batches` fixed batches from `state`, in eval mode (no dropout), one value per batch."""
     parts.model.load_state_dict(state)
     parts.model.eval()
     rng, out = random.Random(parts.cfg.seed + 1), []
     for _ in range(batches):
         queries = parts.pool.sample(rng, parts.cfg.batch_size)
-        with PRECISIONS[precision]():
+        with precision(parts, name):
             out.append(realm_loss(parts.model, queries, index, parts.inputs, parts.cfg.k, parts.device)["loss"].item())
     parts.model.train()
     return out
 
 
-def warmup_steps(parts, state, steps: int, precision: str) -> float:
+def warmup_steps(parts, state, steps: int, name: str) -> float:
     """steps/s of reader warm-up steps (z = own block) from `state`."""
     parts.model.load_state_dict(state)
     cfg = parts.cfg.replace(reader_warmup_steps=steps, reader_warmup_z="own", log_every=10 ** 9)
     t0 = time.time()
-    with PRECISIONS[precision]():
+    with precision(parts, name):  # the library's warm-up has no autocast of its own
         train_reader_warmup(parts.model, parts.pool, parts.blocks, parts.tokenizer, cfg, parts.device, log=lambda s: None)
     return steps / (time.time() - t0)
 
@@ -106,12 +109,12 @@ def main(argv=None) -> int:
     parts.model.load_state_dict(state)
     index = build_index(parts.model.retriever.embed_doc, parts.blocks, parts.tokenizer, parts.cfg, parts.device)
     rows, losses = [], {p: eval_losses(parts, index, state, 5, p) for p in PRECISIONS}
-    for precision in PRECISIONS:
-        rate, _ = realm_steps(parts, index, state, args.realm_steps, precision)
-        rows.append({"stage": "realm", "precision": precision, "steps": args.realm_steps, "steps_per_s": round(rate, 3)})
+    for name in PRECISIONS:
+        rate = realm_steps(parts, index, state, args.realm_steps, name)
+        rows.append({"stage": "realm", "precision": name, "steps": args.realm_steps, "steps_per_s": round(rate, 3)})
         print(rows[-1], flush=True)
-        rate = warmup_steps(parts, state, args.warmup_steps, precision)
-        rows.append({"stage": "reader warm-up", "precision": precision, "steps": args.warmup_steps,
+        rate = warmup_steps(parts, state, args.warmup_steps, name)
+        rows.append({"stage": "reader warm-up", "precision": name, "steps": args.warmup_steps,
                      "steps_per_s": round(rate, 3)})
         print(rows[-1], flush=True)
     diff = sum(abs(a - b) for a, b in zip(losses["fp32"], losses["bf16"])) / len(losses["fp32"])
