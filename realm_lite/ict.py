@@ -77,7 +77,7 @@ def train_ict(retriever: Retriever, blocks, tokenizer, cfg, device="cpu", block_
 def ict_recall(retriever: Retriever, blocks, heldout: list[int], tokenizer, cfg, device="cpu", ks=(1, 5)) -> dict:
     """Held-out ICT recall@k: a sentence of each held-out block must find that block (sentence removed) among all."""
     from realm_lite.mips import MipsIndex
-    from realm_lite.retriever import embed_blocks
+    from realm_lite.retriever import embed_blocks, embed_in_bf16
 
     rng = random.Random(cfg.seed + 1)
     pairs = [(i, ict_pair(blocks[i], rng, remove_prob=1.0)) for i in heldout if len(blocks[i].sentences) >= 2]
@@ -86,7 +86,7 @@ def ict_recall(retriever: Retriever, blocks, heldout: list[int], tokenizer, cfg,
     was_training = retriever.training
     retriever.eval()
     emb = embed_blocks(retriever.embed_doc, blocks, tokenizer, cfg.block_len, device=device,
-                       autocast=torch.device(device).type != "cpu" or cfg.embed_bf16)  # (N, D)
+                       autocast=embed_in_bf16(cfg, device))  # (N, D)
     ctx = retriever.embed_doc(**encode_blocks([blocks[i].title for i, _ in pairs], [p[1] for _, p in pairs],
                                               tokenizer, cfg.block_len, device))  # (H, D)
     emb[torch.tensor([i for i, _ in pairs], device=emb.device)] = ctx.float()  # the held-out blocks lose x

@@ -28,7 +28,7 @@ from realm_lite.mips import MipsIndex, fingerprint
 from realm_lite.qa_eval import contains_answer, is_correct, summarize
 from realm_lite.reader import LEFT_OUT, ReaderInputs, SpanReader, reader_log_likelihood, span_log_probs
 from realm_lite.realm import Realm
-from realm_lite.retriever import Retriever, embed_blocks, encode_queries
+from realm_lite.retriever import Retriever, embed_blocks, embed_in_bf16, encode_queries
 
 SYSTEMS = ("realm", "ict", "bm25", "closed-book")
 
@@ -102,7 +102,7 @@ def build_bm25(blocks):
 def index_documents(model: QAModel, blocks, tokenizer, cfg, device) -> MipsIndex:
     """Embed_doc(z) for every block, once: the frozen index of query-side fine-tuning."""
     emb = embed_blocks(model.embed_doc, blocks, tokenizer, cfg.block_len, device=device,
-                       autocast=device.type != "cpu" or cfg.embed_bf16)
+                       autocast=embed_in_bf16(cfg, device))
     return MipsIndex(emb, cfg.index, version=fingerprint(model.embed_doc))
 
 

@@ -24,13 +24,13 @@ import torch.multiprocessing as mp
 
 from realm_lite.io import atomic_write_bytes
 from realm_lite.mips import MipsIndex, fingerprint
-from realm_lite.retriever import embed_blocks
+from realm_lite.retriever import embed_blocks, embed_in_bf16
 
 
 def build_index(tower, blocks, tokenizer, cfg, device="cpu", version: str = "") -> MipsIndex:
     """Embed every block with `tower` and wrap the matrix in a MIPS index."""
     emb = embed_blocks(tower, blocks, tokenizer, cfg.block_len, device=device,
-                       autocast=torch.device(device).type != "cpu" or cfg.embed_bf16)
+                       autocast=embed_in_bf16(cfg, device))
     return MipsIndex(emb, cfg.index, version=version or fingerprint(tower))
 
 

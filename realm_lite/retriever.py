@@ -79,6 +79,16 @@ def encode_blocks(titles: list[str], texts: list[str], tokenizer, max_len: int, 
     return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
 
 
+def embed_in_bf16(cfg, device) -> bool:
+    """Whether to embed the corpus under bf16 autocast (cfg.embed_bf16; "auto": on CUDA and on AVX-512 CPUs).
+
+    Measured (README "Measured"): on an AVX-512 CPU bf16 embeds 2-3x faster; on an AVX2-only CPU, which
+    has no bf16 arithmetic, 4.6x slower."""
+    if cfg.embed_bf16 != "auto":
+        return cfg.embed_bf16 == "on"
+    return torch.device(device).type != "cpu" or torch.backends.cpu.get_cpu_capability() == "AVX512"
+
+
 @torch.no_grad()
 def embed_blocks(tower: Tower, blocks, tokenizer, max_len: int, batch_size: int = 256,
                  device="cpu", autocast: bool = True) -> torch.Tensor:

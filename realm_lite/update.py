@@ -21,7 +21,7 @@ from realm_lite.qa import QASystem, build_bm25, predict
 from realm_lite.qa_data import QAExample
 from realm_lite.qa_eval import contains_answer, exact_match
 from realm_lite.reader import ReaderInputs
-from realm_lite.retriever import embed_blocks
+from realm_lite.retriever import embed_blocks, embed_in_bf16
 from realm_lite.world import RELATIONS
 
 
@@ -50,7 +50,7 @@ def replace_documents(qa: QASystem, doc_ids: set) -> dict:
         if new_rows:
             emb[new_rows] = embed_blocks(qa.model.embed_doc, [blocks[i] for i in new_rows], qa.tokenizer,
                                          qa.cfg.block_len, device=qa.device,
-                                         autocast=qa.device.type != "cpu" or qa.cfg.embed_bf16).to(emb.device)
+                                         autocast=embed_in_bf16(qa.cfg, qa.device)).to(emb.device)
         qa.index = MipsIndex(emb, qa.index.backend, version=qa.index.version)  # same Embed_doc, same version
     qa.blocks = blocks
     qa.inputs = ReaderInputs(blocks, qa.tokenizer, qa.cfg.block_len, qa.cfg.query_len, qa.cfg.qa_max_span)

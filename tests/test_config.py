@@ -158,6 +158,15 @@ def test_save_then_load_round_trip(tmp_path):
     assert isinstance(Config.load(path).question_splits, tuple)
 
 
+def test_load_reads_an_older_boolean_embed_bf16(tmp_path):
+    path = get_config().save(tmp_path)
+    for old, new in ((True, "on"), (False, "off")):
+        path.write_text(json.dumps({**json.loads(path.read_text()), "embed_bf16": old}))
+        assert Config.load(path).embed_bf16 == new
+    with pytest.raises(ConfigError, match="embed_bf16.*auto, on, off"):
+        get_config(embed_bf16="yes")
+
+
 def test_save_leaves_no_temporary_files(tmp_path):
     get_config().save(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]

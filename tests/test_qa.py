@@ -13,7 +13,7 @@ from realm_lite.qa import SYSTEMS, qa_loss, system_from_run
 from realm_lite.qa_data import QAExample, load_qa
 from realm_lite.qa_eval import exact_match
 from realm_lite.reader import LEFT_OUT, ReaderInputs, reader_log_likelihood, span_log_probs
-from realm_lite.retriever import embed_blocks
+from realm_lite.retriever import embed_blocks, embed_in_bf16
 from realm_lite.update import knowledge_update, replace_documents
 
 TINY = dict(ict_steps=5, realm_steps=4, reader_warmup_steps=4, batch_size=4, refresh_every=2, refresh_mode="sync",
@@ -80,7 +80,7 @@ def test_query_side_finetuning_keeps_the_document_side_frozen(run, tmp_path):
     assert not all(torch.equal(before[k], after[k]) for k in after if k.startswith("reader."))
     assert torch.equal(qa.index.embeddings, index_before)
     fresh = embed_blocks(qa.model.embed_doc, qa.blocks, qa.tokenizer, qa.cfg.block_len, device="cpu",
-                         autocast=qa.cfg.embed_bf16)
+                         autocast=embed_in_bf16(qa.cfg, "cpu"))
     assert torch.allclose(fresh, index_before)  # the saved index still is Embed_doc's
 
 
@@ -132,7 +132,7 @@ def test_knowledge_update_reembeds_only_the_changed_blocks(run):
             assert torch.equal(qa.index.embeddings[i], old_emb[kept[b.id]])
     rows = [i for i, b in enumerate(qa.blocks) if b.doc_id in changed]
     fresh = embed_blocks(qa.model.embed_doc, [qa.blocks[i] for i in rows], qa.tokenizer, qa.cfg.block_len,
-                         device="cpu", autocast=qa.cfg.embed_bf16)
+                         device="cpu", autocast=embed_in_bf16(qa.cfg, "cpu"))
     assert torch.allclose(qa.index.embeddings[rows], fresh, atol=1e-5)
     assert any(qa.world.entities[new].name in qa.blocks[i].text for i in rows)
     report = knowledge_update(qa, load_qa("world", "test", world=qa.world), n_facts=5, log=lambda s: None)

@@ -11,7 +11,7 @@ from realm_lite.marginal import (KnowledgeAugmentedEncoder, join_inputs, margina
 from realm_lite.masking import mask_salient_span, sentence_spans
 from realm_lite.mips import MipsIndex, fingerprint
 from realm_lite.refresh import IndexRefresher
-from realm_lite.retriever import Retriever, build_bert, embed_blocks, encode_blocks, encode_queries
+from realm_lite.retriever import Retriever, build_bert, embed_blocks, embed_in_bf16, encode_blocks, encode_queries
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,15 @@ def test_towers_shapes_and_relevance(retriever, blocks, tokenizer, cfg):
     assert q.shape == (2, cfg.proj_dim) and z.shape == (3, cfg.proj_dim)
     assert torch.allclose(retriever.relevance(q, z), q @ z.T)
     assert torch.allclose(retriever.relevance(q, z.unsqueeze(0).expand(2, 3, -1)), q @ z.T, atol=1e-6)
+
+
+def test_embed_in_bf16_auto_follows_the_device_and_the_cpu(cfg, monkeypatch):
+    for cap, fast in (("AVX512", True), ("AVX2", False), ("DEFAULT", False)):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda cap=cap: cap)
+        assert embed_in_bf16(cfg.replace(embed_bf16="auto"), "cpu") is fast
+        assert embed_in_bf16(cfg.replace(embed_bf16="auto"), "cuda") is True
+        assert embed_in_bf16(cfg.replace(embed_bf16="on"), "cpu") is True
+        assert embed_in_bf16(cfg.replace(embed_bf16="off"), torch.device("cuda")) is False
 
 
 def test_doc_input_is_cls_title_sep_body_sep(tokenizer, cfg):
@@ -146,8 +155,8 @@ def test_refresh_sync_async_and_dead_builder(blocks, tokenizer, cfg, retriever, 
     ref = IndexRefresher(blocks, tokenizer, cfg, tmp_path, mode="sync", log=logs.append)
     ref.request(retriever.embed_doc, 0)
     assert ref.index is not None and len(ref.index) == len(blocks) and ref.staleness(7) == 7
-    direct = embed_blocks(retriever.embed_doc, blocks, tokenizer, cfg.block_len)
-    assert torch.allclose(ref.index.embeddings, direct)
+    direct = embed_blocks(retriever.embed_doc, blocks, tokenizer, cfg.block_len, autocast=embed_in_bf16(cfg, "cpu"))
+    assert not direct.requires_grad and torch.allclose(ref.index.embeddings, direct)
 
     ref = IndexRefresher(blocks, tokenizer, cfg, tmp_path, mode="async", log=logs.append)
     ref.request(retriever.embed_doc, 0)  # the first index is built in place
