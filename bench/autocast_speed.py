@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from realm_lite.io import atomic_write_text  # noqa: E402
-from realm_lite.pretrain import autocast, setup_run  # noqa: E402
+from realm_lite.pretrain import autocast, freeze_untrained, setup_run  # noqa: E402
 from realm_lite.realm import realm_loss  # noqa: E402
 from realm_lite.refresh import build_index  # noqa: E402
 from realm_lite.warmstart import train_reader_warmup  # noqa: E402
@@ -42,26 +42,21 @@ def realm_steps(parts, index, state, steps: int, name: str) -> float:
     """steps/s of `steps` REALM steps (after 2 untimed ones) from `state`."""
     model, cfg = parts.model, parts.cfg
     model.load_state_dict(state)
-    frozen = [m for m, lr in ((model.retriever, cfg.retriever_lr), (model.reader, cfg.reader_lr)) if lr == 0]
-    for m in frozen:
-        m.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.retriever_lr or cfg.reader_lr)
-    rng, t0 = random.Random(cfg.seed), None
     model.train()
-    for i in range(steps + 2):
-        if i == 2:
-            t0 = time.time()
-        queries = parts.pool.sample(rng, cfg.batch_size)
-        with precision(parts, name):
-            out = realm_loss(model, queries, index, parts.inputs, cfg.k, parts.device)
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        opt.step()
-    rate = steps / (time.time() - t0)
-    for m in frozen:
-        m.requires_grad_(True)
-    return rate
+    with freeze_untrained(model, cfg):  # as train_realm: lr-0 modules without gradients, in eval mode
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.retriever_lr or cfg.reader_lr)
+        rng, t0 = random.Random(cfg.seed), None
+        for i in range(steps + 2):
+            if i == 2:
+                t0 = time.time()
+            queries = parts.pool.sample(rng, cfg.batch_size)
+            with precision(parts, name):
+                out = realm_loss(model, queries, index, parts.inputs, cfg.k, parts.device)
+            opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            opt.step()
+        return steps / (time.time() - t0)
 
 
 @torch.no_grad()

@@ -58,6 +58,7 @@ class Config:
     reader_layers: int = 2  # the knowledge-augmented encoder
     proj_dim: int = 128  # d: [CLS] state projected to d, f(x,z) = Embed_input(x)^T Embed_doc(z)
     pooling: str = "cls"  # cls (the paper) | mean
+    dropout: float = 0.1  # hidden and attention dropout of every encoder (BERT's 0.1)
 
     # --- retriever warm start: ICT (realm_lite.ict) or salient co-occurrence (realm_lite.warmstart) ---
     ict_steps: int = 100

@@ -140,6 +140,28 @@ def warm_start(model: Realm, pool: QueryPool, blocks, inputs: BlockInputs, token
 
 
 # ---- stage 2: REALM ----------------------------------------------------------------------------
+@contextlib.contextmanager
+def freeze_untrained(model: Realm, cfg):
+    """Freeze for REALM the modules whose learning rate is 0: no gradients, and eval mode (no dropout).
+
+    A frozen reader makes a step forward-only on the reader side; p(y|z,x) still weighs each z's gradient,
+    [p(y|z,x)/p(y|x) - 1] p(z|x) (paper 3.1), as a constant, now without dropout noise (and 1.4x cheaper
+    on CPU, where attention dropout forces the unfused attention kernel). Restores both on exit."""
+    grads = {p: p.requires_grad for p in model.parameters()}
+    modes = {m: m.training for m in model.modules()}
+    for module, lr in ((model.retriever, cfg.retriever_lr), (model.reader, cfg.reader_lr)):
+        if lr == 0:
+            module.requires_grad_(False)
+            module.eval()
+    try:
+        yield
+    finally:
+        for p, flag in grads.items():
+            p.requires_grad_(flag)
+        for m, flag in modes.items():
+            m.train(flag)
+
+
 def _check_something_trains(cfg) -> None:
     if cfg.reader_lr == 0 and cfg.retriever_lr == 0:
         raise ValueError("reader_lr and retriever_lr are both 0: REALM would train nothing")
@@ -179,13 +201,10 @@ def train_realm(model: Realm, pool: QueryPool, blocks, inputs: BlockInputs, toke
     bar = tqdm(total=cfg.realm_steps, initial=step, disable=not cfg.progress, file=sys.stderr, desc="REALM")
     say = bar.write if cfg.progress and log is print else log  # log lines above the bar, not through it
     t0, t_start = time.time(), step
-    # A module with lr 0 is frozen: no graph through it. A frozen reader makes a step forward-only on the reader
-    # side; p(y|z,x) still weighs each z's gradient, [p(y|z,x)/p(y|x) - 1] p(z|x) (paper 3.1), as a constant.
-    requires = {p: p.requires_grad for p in model.parameters()}
-    for module, lr in ((model.retriever, cfg.retriever_lr), (model.reader, cfg.reader_lr)):
-        if lr == 0:
-            module.requires_grad_(False)
-    try:
+    with contextlib.ExitStack() as cleanup:  # on exit, even by an exception: the bar, the builder, the freezing
+        cleanup.callback(bar.close)
+        cleanup.callback(refresher.close)
+        cleanup.enter_context(freeze_untrained(model, cfg))
         while step < cfg.realm_steps:
             if step % cfg.refresh_every == 0 and step > 0 and cfg.retriever_lr > 0:  # a frozen Embed_doc: never stale
                 refresher.request(model.retriever.embed_doc, step)  # snapshot of Embed_doc after `step` updates
@@ -214,11 +233,6 @@ def train_realm(model: Realm, pool: QueryPool, blocks, inputs: BlockInputs, toke
                 _checkpoint(model, opt, sched, rng, step, history, window, refresher, run_dir, device)
             if stop_after is not None and step >= stop_after:
                 break
-    finally:
-        bar.close()
-        refresher.close()
-        for p, flag in requires.items():
-            p.requires_grad_(flag)
     return history
 
 

@@ -19,12 +19,14 @@ def build_bert(cfg, n_layers: int, vocab_size: int) -> BertModel:
     if cfg.backbone:
         name = resolve_checkpoint(cfg.backbone)
         try:
-            return BertModel.from_pretrained(name, add_pooling_layer=False)
+            return BertModel.from_pretrained(name, add_pooling_layer=False, hidden_dropout_prob=cfg.dropout,
+                                             attention_probs_dropout_prob=cfg.dropout)
         except OSError as e:
             raise OSError(f"could not load backbone {cfg.backbone!r} from {name!r}: {e}") from None
     config = BertConfig(vocab_size=vocab_size, hidden_size=cfg.hidden, num_hidden_layers=n_layers,
                         num_attention_heads=cfg.heads, intermediate_size=4 * cfg.hidden,
-                        max_position_embeddings=max(512, cfg.block_len + cfg.query_len + 8))
+                        max_position_embeddings=max(512, cfg.block_len + cfg.query_len + 8),
+                        hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout)
     return BertModel(config, add_pooling_layer=False)
 
 

@@ -57,3 +57,15 @@ def test_qa_markdown_has_a_row_per_system_and_dashes_for_what_did_not_run():
     assert len(md) == 4 and all(line.count("|") == md[0].count("|") for line in md)
     assert md[2].startswith("| realm | 10 | 0.300 | 0.500 | 0.800 | 0.600 | 0.100 |")
     assert md[3] == "| closed-book | 10 | 0.000 | – | – | – | – | 1.0 |"
+
+
+speed_spec = importlib.util.spec_from_file_location("step_speed", Path(__file__).parents[1] / "bench" / "step_speed.py")
+step_speed = importlib.util.module_from_spec(speed_spec)
+speed_spec.loader.exec_module(step_speed)
+
+
+def test_step_speed_names_a_missing_state(tmp_path):
+    with pytest.raises(SystemExit, match="no warmstart.pt or curves_state.pt"):
+        step_speed.main(["--run", str(tmp_path)])
+    with pytest.raises(SystemExit, match="nope.pt: no such file"):
+        step_speed.main(["--state", str(tmp_path / "nope.pt")])

@@ -9,7 +9,7 @@ import torch
 from realm_lite.cli import main
 from realm_lite.corpus import make_blocks, world_passages
 from realm_lite.mips import MipsIndex
-from realm_lite.pretrain import load_run, pretrain, train_realm
+from realm_lite.pretrain import freeze_untrained, load_run, pretrain, train_realm
 from realm_lite.queries import QueryPool
 from realm_lite.realm import BlockInputs, Realm, predict_spans, realm_loss
 from realm_lite.refresh import build_index
@@ -107,6 +107,7 @@ def test_a_module_with_lr_0_gets_no_gradient_and_is_given_back_trainable(frozen,
     model, inputs = Realm(c, len(tokenizer)), BlockInputs(blocks, tokenizer, c.block_len)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     train_realm(model, pool, blocks, inputs, tokenizer, c, tmp_path / "run", torch.device("cpu"), log=lambda s: None)
+    assert all(m.training for m in model.modules())  # train mode given back too
     for name, p in model.named_parameters():
         assert p.requires_grad, name
         if name.startswith(frozen + "."):
@@ -115,6 +116,22 @@ def test_a_module_with_lr_0_gets_no_gradient_and_is_given_back_trainable(frozen,
     with pytest.raises(ValueError, match="both 0"):
         train_realm(model, pool, blocks, inputs, tokenizer, c.replace(reader_lr=0.0, retriever_lr=0.0),
                     tmp_path / "none", torch.device("cpu"), log=lambda s: None)
+
+
+def test_freeze_untrained_freezes_lr_0_modules_in_eval_mode_and_restores_them(cfg, tokenizer):
+    model = Realm(cfg, len(tokenizer))
+    model.train()
+    model.retriever.embed_doc.requires_grad_(False)  # a flag set before is given back as it was
+    with pytest.raises(RuntimeError, match="inside"):
+        with freeze_untrained(model, cfg.replace(reader_lr=0.0, retriever_lr=1e-4)):
+            assert not any(m.training for m in model.reader.modules())  # no dropout in a frozen reader
+            assert not any(p.requires_grad for p in model.reader.parameters())
+            assert all(m.training for m in model.retriever.modules())
+            assert all(p.requires_grad for p in model.retriever.embed_input.parameters())
+            raise RuntimeError("inside")
+    assert all(m.training for m in model.modules())
+    assert all(p.requires_grad for p in model.reader.parameters())
+    assert not any(p.requires_grad for p in model.retriever.embed_doc.parameters())
 
 
 def test_resume_reaches_the_same_result(cfg, tokenizer, tmp_path):

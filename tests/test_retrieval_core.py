@@ -43,6 +43,13 @@ def test_embed_in_bf16_auto_follows_the_device_and_the_cpu(cfg, monkeypatch):
         assert embed_in_bf16(cfg.replace(embed_bf16="off"), torch.device("cuda")) is False
 
 
+def test_dropout_reaches_every_encoder(tokenizer, cfg):
+    import torch.nn as nn
+    for p in (0.0, 0.25):
+        bert = build_bert(cfg.replace(dropout=p), 1, len(tokenizer))
+        assert {m.p for m in bert.modules() if isinstance(m, nn.Dropout)} == {p}
+
+
 def test_doc_input_is_cls_title_sep_body_sep(tokenizer, cfg):
     enc = encode_blocks(["Merkstead"], ["A city."], tokenizer, cfg.block_len)
     toks = tokenizer.convert_ids_to_tokens(enc["input_ids"][0])
