@@ -165,7 +165,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p, corpus=True):
-        p.add_argument("--preset", default="quick", help="quick | cpu | cpu-paper | full (see realm_lite.config)")
+        p.add_argument("--preset", default="quick", help="quick | cpu | cpu-long | cpu-paper | full (see realm_lite.config)")
         p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config keys, e.g. seed=1")
         p.add_argument("--out", required=True, help="output directory")
         if corpus:

@@ -10,7 +10,7 @@ FIELDS = {f.name for f in dataclasses.fields(Config)}
 
 
 # ---- presets and keyword overrides -----------------------------------------------------------
-@pytest.mark.parametrize("name", ["quick", "cpu", "cpu-paper", "full"])
+@pytest.mark.parametrize("name", ["quick", "cpu", "cpu-long", "cpu-paper", "full"])
 def test_presets_exist_and_apply_their_values(name):
     cfg = get_config(name)
     assert cfg.preset == name
@@ -32,7 +32,12 @@ def test_cpu_is_the_small_scale_recipe_and_cpu_paper_the_papers():
     assert quick.reader_warmup_z == cpu.reader_warmup_z == "own-then-mixed"
     assert quick.reader_lr == cpu.reader_lr == 0 < cpu.reader_warmup_lr  # in REALM the warmed-up reader is frozen
     assert quick.retriever_lr == cpu.retriever_lr
+    assert quick.dropout == cpu.dropout == 0 < paper.dropout  # session 9: the reader copies sooner without it
     assert (cpu.world_entities, cpu.block_len, cpu.k) == (paper.world_entities, paper.block_len, paper.k)
+    long = get_config("cpu-long")  # sessions 7-8's recipe: the same stages, longer, with dropout
+    assert (long.warm_start, long.reader_warmup_z, long.reader_lr) == (cpu.warm_start, cpu.reader_warmup_z, 0)
+    assert (long.ict_steps, long.reader_warmup_steps, long.realm_steps) > (cpu.ict_steps, cpu.reader_warmup_steps,
+                                                                           cpu.realm_steps)
 
 
 def test_default_preset_is_quick():
@@ -64,7 +69,7 @@ def test_unknown_preset_lists_valid_presets():
         get_config("huge")
     msg = str(e.value)
     assert "huge" in msg
-    for name in ("quick", "cpu", "cpu-paper", "full"):
+    for name in ("quick", "cpu", "cpu-long", "cpu-paper", "full"):
         assert name in msg
 
 
