@@ -184,7 +184,7 @@ PRESETS: dict[str, dict] = {
     # instead of ICT (ICT finds a sentence's own block, not the other entity's block that states the fact) and
     # a reader warm-up (a from-scratch reader does not learn to copy inside REALM): 4,000 own-block steps teach
     # it to copy a block's subject, then 2,000 half evidence-block steps to copy a related span. No dropout
-    # (session 9: the reader learns to copy 2-3x sooner without it, and every step is 1.3-1.4x cheaper). In
+    # (session 9: the reader learns to copy 2-3x sooner without it, and a warm-up step is 1.2-1.3x cheaper). In
     # REALM the reader is frozen (it forgot how to copy when trained on: at 5e-4 badly, at the paper's 3e-5
     # still), which makes a step cheaper: 600 steps of the retriever at 1e-4 (README). The paper's path is
     # "cpu-paper".
