@@ -1,7 +1,7 @@
 """What one step of each `cpu` stage costs on this machine, and what dropout, a frozen reader's mode and bf16 change.
 
-    python bench/step_speed.py --run runs/curves-d0.1     # a run's corpus and warm start; about 6 min on 2 cores
-    python bench/step_speed.py --preset quick --steps 3   # a fresh corpus and model: a smoke run
+    python bench/step_speed.py --run runs/cpu9 --steps 30  # a run's corpus and warm start; about 5 min on 2 cores
+    python bench/step_speed.py --preset quick --steps 3    # a fresh corpus and model: a smoke run
 
 From a run's warm start (`--run`: its corpus, tokenizer and config, and its warmstart.pt, curves_state.pt
 or `--state`; a warm retriever returns long, relevant blocks, so an untrained model's REALM steps are cheaper
@@ -13,7 +13,8 @@ than real ones) or a fresh `--preset` corpus and model, it times:
   realm       a REALM step with the reader frozen (reader_lr=0, retriever_lr=1e-4, k as the preset), the frozen
               reader in train mode (dropout 0.1: before session 9) and in eval mode (freeze_untrained: now)
 
-Each rate is over --steps steps, after untimed warm-up calls. Prints a table and writes JSON to --json
+Each rate is over --steps steps: the index after one untimed build, each salient rate after 2 untimed steps,
+REALM after 2 untimed steps; the reader warm-up's rate includes its first steps. Prints a table and writes JSON to --json
 (default bench/results/step_speed-<preset>-<cpu capability>.json).
 Run it alone: a second job on the cores halves every number.
 """
