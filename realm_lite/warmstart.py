@@ -96,11 +96,13 @@ def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print) 
     """cfg.reader_warmup_steps steps of -log p(y|z,x), lr cfg.reader_warmup_lr, with z chosen by cfg.reader_warmup_z:
     "own" = x's own block minus x; "salient" = another block holding both y and another salient span of x;
     "mixed" = half of each batch of each kind (own blocks teach copying the block's subject, evidence blocks
-    copying a related span, which is what REALM's gold blocks ask for); "own-then-mixed" = the first two
-    thirds of the steps "own", the rest "mixed" (copying is discovered on the easy own-block copies first)."""
+    copying a related span, which is what REALM's gold blocks ask for); "own-then-mixed" = the first
+    cfg.reader_warmup_own_frac of the steps "own", the rest "mixed" (copying is discovered on the easy own-block
+    copies first)."""
     rng = random.Random(cfg.seed + 7)
     evidence = _evidence_sampler(pool, blocks, rng) if cfg.reader_warmup_z != "own" else None
     half = cfg.batch_size // 2
+    n_own_steps = int(cfg.reader_warmup_own_frac * cfg.reader_warmup_steps + 1e-9)  # floor, robust to 2/3 * 6000
 
     def own_only(step):
         return cfg.batch_size
@@ -109,7 +111,7 @@ def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print) 
         qs = pool.sample(rng, n)
         return qs, [blocks[q.source].text.replace(q.example.text, " ", 1) for q in qs]
     n_own_of = {"own": own_only, "salient": lambda step: 0, "mixed": lambda step: half,
-                "own-then-mixed": lambda step: cfg.batch_size if 3 * step <= 2 * cfg.reader_warmup_steps else half,
+                "own-then-mixed": lambda step: cfg.batch_size if step <= n_own_steps else half,
                 }[cfg.reader_warmup_z]
     opt = torch.optim.AdamW(model.reader.parameters(), lr=cfg.reader_warmup_lr, weight_decay=cfg.weight_decay)
     model.reader.train()

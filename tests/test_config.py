@@ -30,6 +30,7 @@ def test_cpu_is_the_small_scale_recipe_and_cpu_paper_the_papers():
     assert cpu.reader_warmup_steps > 0 and paper.reader_warmup_steps == 0
     assert quick.warm_start == cpu.warm_start and quick.reader_warmup_steps > 0  # quick: the same recipe, shrunk
     assert quick.reader_warmup_z == cpu.reader_warmup_z == "own-then-mixed"
+    assert quick.reader_warmup_own_frac == cpu.reader_warmup_own_frac == 1 / 3  # session 10: a longer mixed phase
     assert quick.reader_lr == cpu.reader_lr == 0 < cpu.reader_warmup_lr  # in REALM the warmed-up reader is frozen
     assert quick.retriever_lr == cpu.retriever_lr
     assert quick.dropout == cpu.dropout == 0 < paper.dropout  # session 9: the reader copies sooner without it
@@ -80,6 +81,12 @@ def test_unknown_key_lists_valid_keys():
     assert "world_size" in msg
     for key in ("world_entities", "block_len", "query_len", "masking", "seed"):
         assert key in msg
+
+
+@pytest.mark.parametrize("frac", [-0.1, 1.5])
+def test_reader_warmup_own_frac_outside_0_1_is_an_error(frac):
+    with pytest.raises(ConfigError, match="reader_warmup_own_frac"):
+        get_config("quick", reader_warmup_own_frac=frac)
 
 
 def test_config_error_is_a_value_error():

@@ -252,11 +252,12 @@ def test_salient_reader_warmup_runs(cfg, tokenizer, tmp_path, z):
     assert m["warm_start_details"]["reader_warmup_steps"] == 3
 
 
-@pytest.mark.parametrize("z, n_own", [("own", [6, 6, 6]), ("salient", [0, 0, 0]), ("mixed", [3, 3, 3]),
-                                       ("own-then-mixed", [6, 6, 3])])
-def test_reader_warmup_batches(cfg, tokenizer, blocks, pool, z, n_own):
+@pytest.mark.parametrize("z, frac, n_own", [("own", 2 / 3, [6, 6, 6]), ("salient", 2 / 3, [0, 0, 0]),
+                                             ("mixed", 2 / 3, [3, 3, 3]), ("own-then-mixed", 2 / 3, [6, 6, 3]),
+                                             ("own-then-mixed", 1 / 3, [6, 3, 3]), ("own-then-mixed", 0.0, [3, 3, 3])])
+def test_reader_warmup_batches(cfg, tokenizer, blocks, pool, z, frac, n_own):
     """Own-block rows hold x's block minus x; evidence rows hold another block's text; mixed: half each;
-    own-then-mixed: own for the first two thirds of the steps."""
+    own-then-mixed: own for the first reader_warmup_own_frac of the steps (two thirds by default)."""
     from realm_lite.warmstart import train_reader_warmup
 
     seen = []
@@ -271,7 +272,7 @@ def test_reader_warmup_batches(cfg, tokenizer, blocks, pool, z, n_own):
 
     torch.manual_seed(0)
     model = Realm(cfg, len(tokenizer))
-    c = cfg.replace(reader_warmup_steps=3, batch_size=6, reader_warmup_z=z, log_every=1)
+    c = cfg.replace(reader_warmup_steps=3, batch_size=6, reader_warmup_z=z, reader_warmup_own_frac=frac, log_every=1)
     hist = train_reader_warmup(model, pool, blocks, Recording(), c, "cpu", log=lambda s: None)
     assert len(hist) == 3 and len(seen) == 3 and all(len(t) == 6 for t in seen)
     block_texts = {b.text for b in blocks}
