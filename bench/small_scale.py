@@ -157,8 +157,11 @@ def main(argv=None) -> int:
         print(f"{out_json} holds results for another preset, recipe or other overrides; pass another --out",
               file=sys.stderr)
         return 2
-    results.update(preset=args.preset, overrides=overrides, arm_overrides=arm_overrides, recipe=recipe,
-                   command=" ".join(["python bench/small_scale.py"] + (argv or sys.argv[1:])))
+    command = " ".join(["python bench/small_scale.py"] + (argv or sys.argv[1:]))
+    results.update(preset=args.preset, overrides=overrides, arm_overrides=arm_overrides, recipe=recipe)
+    results["commands"] = results.get("commands", [results["command"]] if "command" in results else [])
+    results["commands"] += [command] if command not in results["commands"] else []  # every call that added to it
+    results.pop("command", None)
     results.setdefault("seeds", {})
 
     def save():
