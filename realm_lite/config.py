@@ -53,6 +53,8 @@ class Config:
 
     # --- encoders (realm_lite.retriever, realm_lite.reader) ---
     backbone: str = ""  # "" = BERTs built from scratch with the sizes below; else an HF dir, hub name or "minilm"
+    reader_backbone: str = ""  # the knowledge-augmented encoder's own checkpoint ("" = as `backbone`); towers stay as `backbone`
+    reader_backbone_layers: int = 0  # keep only the lower n layers of a pretrained reader (0 = all of them)
     hidden: int = 64  # from-scratch BERT width
     heads: int = 2
     retriever_layers: int = 2  # Embed_input and Embed_doc
@@ -124,6 +126,8 @@ class Config:
                 raise ConfigError(f"config key {key!r} is {getattr(self, key)!r}; valid: {', '.join(valid)}")
         if self.k < 2:
             raise ConfigError(f"k={self.k}: REALM needs at least one retrieved block beside the null document")
+        if self.reader_backbone_layers < 0:
+            raise ConfigError(f"reader_backbone_layers={self.reader_backbone_layers}: must be 0 (all) or more")
         if not 0 <= self.reader_warmup_own_frac <= 1:
             raise ConfigError(f"reader_warmup_own_frac={self.reader_warmup_own_frac}: "
                               "a fraction of the reader warm-up's steps, in [0, 1]")

@@ -37,7 +37,8 @@ class Realm(nn.Module):
     def __init__(self, cfg, vocab_size: int):
         super().__init__()
         self.retriever = Retriever(cfg, vocab_size)
-        self.reader = KnowledgeAugmentedEncoder(build_bert(cfg, cfg.reader_layers, vocab_size))
+        self.reader = KnowledgeAugmentedEncoder(build_bert(cfg, cfg.reader_layers, vocab_size,
+                                                           cfg.reader_backbone or cfg.backbone, cfg.reader_backbone_layers))
 
 
 class BlockInputs:

@@ -14,15 +14,24 @@ from transformers import BertConfig, BertModel
 from realm_lite.tokenizer import resolve_checkpoint
 
 
-def build_bert(cfg, n_layers: int, vocab_size: int) -> BertModel:
-    """A BertModel: `cfg.backbone` loaded from a directory or hub name, or built from scratch at cfg's sizes."""
-    if cfg.backbone:
-        name = resolve_checkpoint(cfg.backbone)
+def build_bert(cfg, n_layers: int, vocab_size: int, backbone: str | None = None, keep_layers: int = 0) -> BertModel:
+    """A BertModel: `backbone` (default `cfg.backbone`) loaded from a directory or hub name, its lower
+    `keep_layers` layers only when that is > 0; or, with no backbone, built from scratch at cfg's sizes."""
+    backbone = cfg.backbone if backbone is None else backbone
+    if backbone:
+        name = resolve_checkpoint(backbone)
         try:
-            return BertModel.from_pretrained(name, add_pooling_layer=False, hidden_dropout_prob=cfg.dropout,
+            bert = BertModel.from_pretrained(name, add_pooling_layer=False, hidden_dropout_prob=cfg.dropout,
                                              attention_probs_dropout_prob=cfg.dropout)
         except OSError as e:
-            raise OSError(f"could not load backbone {cfg.backbone!r} from {name!r}: {e}") from None
+            raise OSError(f"could not load backbone {backbone!r} from {name!r}: {e}") from None
+        if vocab_size > bert.config.vocab_size:  # the tokenizer would produce ids past the embedding table
+            raise ValueError(f"backbone {backbone!r} has a vocabulary of {bert.config.vocab_size} wordpieces, the "
+                             f"tokenizer {vocab_size}: use the backbone's own tokenizer (leave `tokenizer` empty)")
+        if 0 < keep_layers < bert.config.num_hidden_layers:
+            bert.encoder.layer = bert.encoder.layer[:keep_layers]  # the lower layers, as they were pre-trained
+            bert.config.num_hidden_layers = keep_layers
+        return bert
     config = BertConfig(vocab_size=vocab_size, hidden_size=cfg.hidden, num_hidden_layers=n_layers,
                         num_attention_heads=cfg.heads, intermediate_size=4 * cfg.hidden,
                         max_position_embeddings=max(512, cfg.block_len + cfg.query_len + 8),

@@ -78,9 +78,9 @@ def load_tokenizer(name_or_dir: str | Path):
 
 def get_tokenizer(cfg, texts: Iterable[str] | None = None, out_dir: str | Path | None = None,
                   whole_words: Iterable[str] = ()):
-    """The run's tokenizer: `cfg.tokenizer`, else the backbone's own, else WordPiece trained on `texts` into `out_dir`."""
-    if cfg.tokenizer or cfg.backbone:
-        return load_tokenizer(cfg.tokenizer or cfg.backbone)
+    """The run's tokenizer: `cfg.tokenizer`, else the (reader's) backbone's own, else WordPiece trained on `texts`."""
+    if cfg.tokenizer or cfg.backbone or cfg.reader_backbone:
+        return load_tokenizer(cfg.tokenizer or cfg.reader_backbone or cfg.backbone)
     if texts is None or out_dir is None:
         raise ValueError("cfg.tokenizer is empty, so texts and out_dir are needed to train a WordPiece vocabulary")
     return train_wordpiece(texts, cfg.vocab_size, out_dir, lowercase=cfg.lowercase, whole_words=whole_words)

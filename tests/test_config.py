@@ -89,6 +89,11 @@ def test_reader_warmup_own_frac_outside_0_1_is_an_error(frac):
         get_config("quick", reader_warmup_own_frac=frac)
 
 
+def test_negative_reader_backbone_layers_is_an_error():
+    with pytest.raises(ConfigError, match="reader_backbone_layers"):
+        get_config("quick", reader_backbone_layers=-1)
+
+
 def test_config_error_is_a_value_error():
     # the CLI catches ValueError and turns it into exit status 2
     assert issubclass(ConfigError, ValueError)

@@ -50,6 +50,31 @@ def test_dropout_reaches_every_encoder(tokenizer, cfg):
         assert {m.p for m in bert.modules() if isinstance(m, nn.Dropout)} == {p}
 
 
+def test_pretrained_reader_keeps_its_lower_layers_and_the_towers_stay_from_scratch(cfg):
+    """reader_backbone: the knowledge-augmented encoder from MiniLM's lower layers, MLM head tied to its embeddings."""
+    from transformers import BertModel
+
+    from realm_lite.realm import Realm
+    from realm_lite.tokenizer import get_tokenizer, resolve_checkpoint
+
+    c = cfg.replace(reader_backbone="minilm", reader_backbone_layers=2)
+    tok = get_tokenizer(c)  # the reader's backbone decides the vocabulary
+    assert len(tok) == 30522
+    realm = Realm(c, len(tok))
+    full = BertModel.from_pretrained(resolve_checkpoint("minilm"), add_pooling_layer=False)
+    reader = realm.reader.bert
+    assert len(reader.encoder.layer) == reader.config.num_hidden_layers == 2 and reader.config.hidden_size == 384
+    for mine, theirs in zip(reader.encoder.layer, full.encoder.layer[:2]):  # the lower layers, unchanged
+        assert all(torch.equal(a, b) for a, b in zip(mine.state_dict().values(), theirs.state_dict().values()))
+    assert torch.equal(reader.embeddings.word_embeddings.weight, full.embeddings.word_embeddings.weight)
+    assert realm.retriever.embed_input.bert.config.hidden_size == cfg.hidden  # the towers: from scratch, cfg's sizes
+    enc = join_inputs([tok("Who founded Merkstead?")["input_ids"]], [[[]]], tok.sep_token_id, tok.pad_token_id, 0)
+    logp = realm.reader.token_log_probs(**enc, masked_positions=torch.tensor([[1]]))  # (1, 1, V): tied head
+    assert logp.shape == (1, 1, 30522)
+    with pytest.raises(ValueError, match="vocabulary of 30522"):  # a tokenizer larger than the backbone's table
+        build_bert(cfg, 2, 40000, backbone="minilm")
+
+
 def test_doc_input_is_cls_title_sep_body_sep(tokenizer, cfg):
     enc = encode_blocks(["Merkstead"], ["A city."], tokenizer, cfg.block_len)
     toks = tokenizer.convert_ids_to_tokens(enc["input_ids"][0])
