@@ -11,6 +11,11 @@ state, each with the preset's number of REALM steps and the same evaluation on e
   warmstart  the retriever first gets as many more warm-start steps as REALM has steps, then as `frozen`
   cold       the retriever re-initialised at random (the cold-start control), the reader warm-started
 
+`--warm-from RUN` takes the warm start of a finished `realm-lite pretrain` run of the same recipe (its
+corpus, tokenizer and warmstart.pt) as that seed's, instead of training one:
+
+    python bench/small_scale.py --preset cpu --seeds 0 --warm-from runs/cpu --arms realm frozen
+
 `--set` overrides the whole recipe; `--arm-set` overrides only the arms' REALM stage (learning rates,
 k, steps, refresh interval), so such ablations reuse the warm start saved under --runs:
 
@@ -70,6 +75,36 @@ def run_arm(arm: str, parts, cfg, warm_state: dict, out: Path, log) -> dict:
     result = evaluate(model, index, parts.eval_queries, parts.inputs, cfg, parts.device)
     result["seconds"] = round(time.time() - t0, 1)
     return result
+
+
+def adopt_warm_start(run, cfg, base: Path) -> None:
+    """Copy a pre-training run's corpus, tokenizer and warm start into `base` (warm.pt, warm.json), as if trained here."""
+    import shutil
+
+    from realm_lite.config import Config
+
+    run = Path(run)
+    if not (run / "warmstart.pt").exists():
+        raise FileNotFoundError(f"{run} has no warmstart.pt: not a `realm-lite pretrain` run past its warm start")
+    theirs = {**Config.load(run).to_dict(), "progress": False}
+    diff = sorted(k for k, v in cfg.to_dict().items() if theirs.get(k) != v)
+    if diff:
+        raise ValueError(f"{run} was trained with another recipe (differs in {', '.join(diff)}); "
+                         f"its warm start cannot stand for this one")
+    base.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "corpus.json", "blocks.jsonl", "questions.jsonl", "tokenizer", "world"):
+        src = run / name
+        if src.is_dir():
+            shutil.copytree(src, base / name, dirs_exist_ok=True)
+        elif src.exists():
+            shutil.copy2(src, base / name)
+    saved = torch.load(run / "warmstart.pt", map_location="cpu", weights_only=False)
+    details = {k: v for k, v in saved["result"].items() if k not in ("eval", "history")}
+    warm = {**saved["result"]["eval"], "from": str(run),
+            "seconds": round(details.get("retriever_seconds", 0) + details.get("reader_warmup_seconds", 0), 1)}
+    atomic_write_text(base / "warm.json", json.dumps(warm) + "\n")
+    torch.save(saved["model"], base / "warm.tmp")
+    os.replace(base / "warm.tmp", base / "warm.pt")
 
 
 def _digest(d: dict) -> str:
@@ -138,12 +173,16 @@ def main(argv=None) -> int:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     ap.add_argument("--arm-set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="config overrides for the arms' REALM stage only (the warm start is shared)")
+    ap.add_argument("--warm-from", default=None, metavar="RUN",
+                    help="a finished `realm-lite pretrain` run of this recipe whose warm start the (single) seed uses")
     ap.add_argument("--runs", default="runs/bench", help="where the per-seed run directories go")
     ap.add_argument("--out", default=None, help="results JSON (default bench/results/small_scale-<preset>.json)")
     ap.add_argument("--markdown", action="store_true", help="only print the table of --out in Markdown, run nothing")
     args = ap.parse_args(argv)
 
     overrides, arm_overrides = parse_overrides(args.set), parse_overrides(args.arm_set)
+    if args.warm_from and len(args.seeds) != 1:
+        ap.error("--warm-from stands for one seed's warm start: pass a single --seeds")
     out_json = Path(args.out or f"bench/results/small_scale-{args.preset}.json")
     results = json.loads(out_json.read_text()) if out_json.exists() else {}
     if args.markdown:
@@ -176,6 +215,8 @@ def main(argv=None) -> int:
         cfg = get_config(args.preset, **{**overrides, "seed": seed, "progress": False})
         run_dir = Path(args.runs) / f"{args.preset}-seed{seed}-{_digest(cfg.to_dict())}"  # one warm start per recipe
         warm_path = run_dir / "base" / "warm.pt"
+        if args.warm_from and not warm_path.exists():
+            adopt_warm_start(args.warm_from, cfg, run_dir / "base")
         parts = setup_run("world", cfg, run_dir / "base", resume=warm_path.exists())
         if warm_path.exists():
             warm_state = torch.load(warm_path, map_location="cpu", weights_only=True)

@@ -69,3 +69,29 @@ def test_step_speed_names_a_missing_state(tmp_path):
         step_speed.main(["--run", str(tmp_path)])
     with pytest.raises(SystemExit, match="nope.pt: no such file"):
         step_speed.main(["--state", str(tmp_path / "nope.pt")])
+
+
+def test_warm_from_adopts_a_pretrain_runs_warm_start_only_for_the_same_recipe(tmp_path):
+    import json
+
+    import torch
+
+    from realm_lite.config import get_config
+
+    run, cfg = tmp_path / "run", get_config("quick", seed=0, progress=False)
+    with pytest.raises(FileNotFoundError, match="warmstart.pt"):
+        small_scale.adopt_warm_start(run, cfg, tmp_path / "base")
+    cfg.replace(progress=True).save(run)  # the CLI's run draws a progress bar: not part of the recipe
+    (run / "tokenizer").mkdir()
+    (run / "tokenizer" / "vocab.txt").write_text("[PAD]\n")
+    (run / "blocks.jsonl").write_text("{}\n")
+    torch.save({"model": {"w": torch.ones(2)}, "result": {"eval": {"recall@5": 0.5}, "retriever_seconds": 1.0,
+                                                          "reader_warmup_seconds": 2.5}}, run / "warmstart.pt")
+    with pytest.raises(ValueError, match="differs in k"):
+        small_scale.adopt_warm_start(run, cfg.replace(k=4), tmp_path / "other")
+    base = tmp_path / "base"
+    small_scale.adopt_warm_start(run, cfg, base)
+    assert torch.equal(torch.load(base / "warm.pt")["w"], torch.ones(2))
+    warm = json.loads((base / "warm.json").read_text())
+    assert warm["recall@5"] == 0.5 and warm["seconds"] == 3.5 and warm["from"] == str(run)
+    assert (base / "tokenizer" / "vocab.txt").read_text() == "[PAD]\n" and (base / "blocks.jsonl").exists()
