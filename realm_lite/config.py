@@ -53,7 +53,7 @@ class Config:
 
     # --- encoders (realm_lite.retriever, realm_lite.reader) ---
     backbone: str = ""  # "" = BERTs built from scratch with the sizes below; else an HF dir, hub name or "minilm"
-    reader_backbone: str = ""  # the knowledge-augmented encoder's own checkpoint ("" = as `backbone`); towers stay as `backbone`
+    reader_backbone: str = ""  # the knowledge-augmented encoder's own checkpoint ("" = as `backbone`)
     reader_backbone_layers: int = 0  # keep only the lower n layers of a pretrained reader (0 = all of them)
     hidden: int = 64  # from-scratch BERT width
     heads: int = 2

@@ -325,7 +325,7 @@ def prepare_corpus(spec: str, cfg, out_dir: str | Path) -> PreparedCorpus:
         world.save(out / "world")
     words = salient_words(passages) if cfg.span_words else ()
     tokenizer = get_tokenizer(cfg, (f"{p.title} {p.text}" for p in passages), out / "tokenizer", whole_words=words)
-    if cfg.tokenizer or cfg.backbone or cfg.reader_backbone:  # a pretrained vocabulary: keep a copy, so the run directory is complete
+    if cfg.tokenizer or cfg.backbone or cfg.reader_backbone:  # a pretrained vocabulary: keep a copy in the run
         tokenizer.save_pretrained(str(out / "tokenizer"))
     blocks, stats = make_blocks(passages, tokenizer, cfg.block_len)
     save_blocks(out / "blocks.jsonl", blocks)
