@@ -95,3 +95,23 @@ def test_warm_from_adopts_a_pretrain_runs_warm_start_only_for_the_same_recipe(tm
     warm = json.loads((base / "warm.json").read_text())
     assert warm["recall@5"] == 0.5 and warm["seconds"] == 3.5 and warm["from"] == str(run)
     assert (base / "tokenizer" / "vocab.txt").read_text() == "[PAD]\n" and (base / "blocks.jsonl").exists()
+
+
+qc_spec = importlib.util.spec_from_file_location("qa_compare", Path(__file__).parents[1] / "bench" / "qa_compare.py")
+qa_compare = importlib.util.module_from_spec(qc_spec)
+qc_spec.loader.exec_module(qa_compare)
+
+
+def test_qa_compare_pairs_questions_and_splits_first_blocks_by_page(tmp_path):
+    def row(i, correct, rank, title):
+        return {"id": i, "question": f"When was Ana {i} born?", "correct": correct, "answer_in_top": rank,
+                "retrieved": [{"block": "b", "title": title, "score": 1.0}]}
+    a = {"q1": row("q1", True, 1, "Ana q1"), "q2": row("q2", True, 3, "Bexford"), "q3": row("q3", False, None, "X")}
+    b = {"q1": row("q1", True, 1, "Ana q1"), "q2": row("q2", False, None, "Y"), "q3": row("q3", True, 1, "X")}
+    p = qa_compare.paired(a, b)
+    assert (p["questions"], p["wins_a"], p["wins_b"], p["diff"]) == (3, 1, 1, 0.0)
+    assert (p["only_a_top5"], p["only_a_top5_answered"], p["only_b_top5"], p["both_first"]) == (1, 1, 1, 1)
+    assert p["se"] == pytest.approx((2 / 2) ** 0.5 / 3 ** 0.5)  # differences 0, 1, -1: sample sd 1
+    f = qa_compare.first_block(a)  # q1's first block is its subject's own page ("Ana q1" named in the question)
+    assert f["own_first"] == pytest.approx(1 / 3) and f["em_own_first"] == 1 and f["em_other_first"] == 0.5
+    assert qa_compare.main([str(tmp_path)]) == 2  # no predictions: a clear error, exit status 2
