@@ -99,9 +99,9 @@ def adopt_warm_start(run, cfg, base: Path) -> None:
         elif src.exists():
             shutil.copy2(src, base / name)
     saved = torch.load(run / "warmstart.pt", map_location="cpu", weights_only=False)
-    details = {k: v for k, v in saved["result"].items() if k not in ("eval", "history")}
-    warm = {**saved["result"]["eval"], "from": str(run),
-            "seconds": round(details.get("retriever_seconds", 0) + details.get("reader_warmup_seconds", 0), 1)}
+    result = saved["result"]  # the warm start's evaluation and its stages' seconds
+    warm = {**result["eval"], "from": str(run),
+            "seconds": round(result.get("retriever_seconds", 0) + result.get("reader_warmup_seconds", 0), 1)}
     atomic_write_text(base / "warm.json", json.dumps(warm) + "\n")
     torch.save(saved["model"], base / "warm.tmp")
     os.replace(base / "warm.tmp", base / "warm.pt")
@@ -217,6 +217,8 @@ def main(argv=None) -> int:
         warm_path = run_dir / "base" / "warm.pt"
         if args.warm_from and not warm_path.exists():
             adopt_warm_start(args.warm_from, cfg, run_dir / "base")
+        elif args.warm_from:
+            print(f"{warm_path} exists: that warm start is used, not {args.warm_from}'s", flush=True)
         parts = setup_run("world", cfg, run_dir / "base", resume=warm_path.exists())
         if warm_path.exists():
             warm_state = torch.load(warm_path, map_location="cpu", weights_only=True)
