@@ -107,9 +107,14 @@ def adopt_warm_start(run, cfg, base: Path) -> None:
     os.replace(base / "warm.tmp", base / "warm.pt")
 
 
+# Config keys added after results were recorded, with their defaults: hashed only when set to something else,
+# so a results file written before a key existed can still take more seeds of its recipe.
+LATER_KEYS = {"world_phrasings": 3, "world_restate": 2}
+
+
 def _digest(d: dict) -> str:
     """A recipe's short hash; the QA fine-tuning keys (qa_*) do not change a pre-training run."""
-    d = {k: v for k, v in d.items() if not k.startswith("qa_")}
+    d = {k: v for k, v in d.items() if not k.startswith("qa_") and not (k in LATER_KEYS and v == LATER_KEYS[k])}
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
 
 

@@ -36,6 +36,8 @@ class Config:
     world_entities: int = 400  # total fictional entities over all kinds
     heldout_fraction: float = 0.1  # facts held out from pre-training, for evaluation
     question_splits: tuple = (0.8, 0.1, 0.1)  # train/dev/test, split by entity
+    world_phrasings: int = 3  # templates drawn from per relation (1-3): 1 = one fixed phrasing per relation
+    world_restate: int = 2  # documents stating a fact: 2 = own + related; 3 = also a third entity's document
 
     # --- blocks and tokenizer (realm_lite.corpus, realm_lite.tokenizer) ---
     tokenizer: str = ""  # "" = train WordPiece on the corpus; else an HF directory or hub name
@@ -128,6 +130,10 @@ class Config:
             raise ConfigError(f"k={self.k}: REALM needs at least one retrieved block beside the null document")
         if self.reader_backbone_layers < 0:
             raise ConfigError(f"reader_backbone_layers={self.reader_backbone_layers}: must be 0 (all) or more")
+        if not 1 <= self.world_phrasings <= 3:
+            raise ConfigError(f"world_phrasings={self.world_phrasings}: the world has 1 to 3 phrasings per relation")
+        if self.world_restate not in (2, 3):
+            raise ConfigError(f"world_restate={self.world_restate}: a fact is stated in 2 or 3 documents")
         if not 0 <= self.reader_warmup_own_frac <= 1:
             raise ConfigError(f"reader_warmup_own_frac={self.reader_warmup_own_frac}: "
                               "a fraction of the reader warm-up's steps, in [0, 1]")

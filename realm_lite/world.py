@@ -3,7 +3,9 @@
 Every fact (subject, relation, value) is stated in two documents: the subject's own and a related
 one (the value's document, or for a date the document of a related entity). So when a sentence of
 one document is masked, the *other* document is the gold z that lets the reader fill it in - the
-situation REALM's retriever must learn to exploit (notebook 01 shows it).
+situation REALM's retriever must learn to exploit (notebook 01 shows it). Two knobs change the
+world's shape: `world_restate=3` states a fact in a third document too, `world_phrasings` narrows
+the templates each relation is drawn from.
 
     world = World.generate(get_config("quick"))
     world.documents[0].text, world.documents[0].mentions
@@ -175,6 +177,8 @@ class World:
         self.entities = {e.id: e for e in entities}
         self.facts = {f.id: f for f in facts}
         self.config = config or {}
+        self.phrasings = self.config.get("phrasings", 3)  # worlds saved before these knobs: the defaults
+        self.restate = self.config.get("restate", 2)
         self._index_facts()
         self.questions = self._make_questions()
         self.documents = [self.render(e.id) for e in entities]
@@ -257,7 +261,8 @@ class World:
             add(ev, "year", born_year[leader] + rng.randint(18, 60))
             add(ev, "leader", leader)
         return cls(cfg.seed, entities, facts, config={"world_entities": n, "heldout_fraction": cfg.heldout_fraction,
-                                                        "question_splits": list(cfg.question_splits)})
+                                                        "question_splits": list(cfg.question_splits),
+                                                        "phrasings": cfg.world_phrasings, "restate": cfg.world_restate})
 
     # ---- rendering --------------------------------------------------------------------------
     def _index_facts(self) -> None:
@@ -268,11 +273,38 @@ class World:
             self._by_subject[f.subject].append(f)
             if f.value in self._by_value:
                 self._by_value[f.value].append(f)
+        self._third_in: dict[str, list[Fact]] = {e: [] for e in self.entities}
+        for f in sorted(self.facts.values(), key=lambda f: f.id):
+            third = self._third(f)
+            if third is not None:
+                self._third_in[third].append(f)
 
     def fact_of(self, subject: str, relation: str) -> Fact:
         if (subject, relation) not in self._by_key:
             raise KeyError(f"entity {subject} has no {relation!r} fact")
         return self._by_key[(subject, relation)]
+
+    def _second(self, fact: Fact) -> str:
+        """The related entity whose document states the fact beside the subject's own."""
+        where = RELATIONS[fact.relation][2]
+        return fact.value if where == "value" else self.fact_of(fact.subject, where[4:]).value
+
+    def _third(self, fact: Fact) -> str | None:
+        """With `restate=3`: the first other entity the subject links to, whose document states the fact too.
+
+        None when there is none (a city's, a country's or a work's facts: their subjects link to one entity)."""
+        if self.restate < 3:
+            return None
+        second = self._second(fact)
+        for f in self._by_subject[fact.subject]:  # in fact-id order, the order they were generated
+            if f.value in self.entities and f.value not in (second, fact.subject):
+                return f.value
+        return None
+
+    def homes(self, fact: Fact) -> list[str]:
+        """Ids of the documents that state this fact: the subject's, the related one's, and a third if any."""
+        third = self._third(fact)
+        return [fact.subject, self._second(fact)] + ([third] if third else [])
 
     def _partner(self, fact: Fact) -> Fact | None:
         """The date fact stated beside an entity-valued fact in the other document (born with birthplace)."""
@@ -287,18 +319,22 @@ class World:
         parts: list[tuple[str, dict, list]] = []  # (template, slots, fact ids)
         rng = _rng(self.seed, "intro", e.id)
         parts.append((rng.choice(INTRO[e.kind]), {"s": (e.id, [])}, []))
+        n = self.phrasings  # the first n templates of each relation (all 3 by default)
         for f in self._by_subject[e.id]:
-            t = _rng(self.seed, "own", f.id).choice(OWN[f.relation])
+            t = _rng(self.seed, "own", f.id).choice(OWN[f.relation][:n])
             parts.append((t, {"s": (e.id, [f.id]), "v": (f.value, [f.id])}, [f.id]))
         for f in self._by_value[e.id]:
             if f.relation in OTHER:
-                t = _rng(self.seed, "other", f.id).choice(OTHER[f.relation])
+                t = _rng(self.seed, "other", f.id).choice(OTHER[f.relation][:n])
                 ids, slots = [f.id], {"s": (f.subject, [f.id]), "v": (f.value, [f.id])}
                 partner = self._partner(f)
                 if partner is not None:
                     ids.append(partner.id)
                     slots = {"s": (f.subject, ids), "v": (f.value, [f.id]), "d": (partner.value, [partner.id])}
                 parts.append((t, slots, ids))
+        for f in self._third_in[e.id]:  # restate=3: a related entity's fact, in its own-document phrasing
+            t = _rng(self.seed, "third", f.id).choice(OWN[f.relation][:n])
+            parts.append((t, {"s": (f.subject, [f.id]), "v": (f.value, [f.id])}, [f.id]))
         text, mentions, sentences = "", [], []
         for template, slots, fact_ids in parts:
             if text:
@@ -354,15 +390,15 @@ class World:
         elif value not in self.entities or self.entities[value].kind != kind:
             raise ValueError(f"{relation} takes the id of a {kind} entity, got {value!r}")
         old = fact.value
+        before = {d for f in self._by_subject[subject] for d in self.homes(f)}
         fact.value = value
         self._index_facts()
+        after = {d for f in self._by_subject[subject] for d in self.homes(f)}
         for q in self.questions:
             if q["fact"] == fact.id:
                 q["answers"] = [self.entities[value].name if value in self.entities else value]
-        changed = []
-        where = RELATIONS[relation][2]
-        echo = self.fact_of(subject, where[4:]).value if where.startswith("via:") else None
-        for doc_id in dict.fromkeys([subject, old, value, echo]):  # only these can state the fact
+        changed = []  # only the documents that state one of the subject's facts, before or after, can change
+        for doc_id in sorted(before | after):
             if doc_id not in self._doc_index:
                 continue
             i, doc = self._doc_index[doc_id], self.documents[self._doc_index[doc_id]]

@@ -44,6 +44,16 @@ def test_results_of_an_older_recipe_are_not_resumed(tmp_path, capsys):
     assert "another preset, recipe or other overrides" in capsys.readouterr().err
 
 
+def test_keys_added_later_change_the_recipe_hash_only_when_set():
+    from realm_lite.config import get_config
+
+    d = get_config("cpu").to_dict()
+    older = {k: v for k, v in d.items() if k not in small_scale.LATER_KEYS}  # a recipe recorded before the keys
+    assert set(small_scale.LATER_KEYS) <= set(d) and small_scale._digest(d) == small_scale._digest(older)
+    assert small_scale._digest(get_config("cpu", world_restate=3).to_dict()) != small_scale._digest(d)
+    assert small_scale._digest({**d, "qa_steps": 1}) == small_scale._digest(d)
+
+
 qa_spec = importlib.util.spec_from_file_location("bench_qa", Path(__file__).parents[1] / "bench" / "qa.py")
 bench_qa = importlib.util.module_from_spec(qa_spec)
 qa_spec.loader.exec_module(bench_qa)

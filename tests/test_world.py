@@ -5,7 +5,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from realm_lite.world import KINDS, RELATIONS, World
+from realm_lite.world import KINDS, OWN, RELATIONS, World
 
 DATE_RE = re.compile(r"\d{1,2} [A-Z][a-z]+ \d{3,4}")
 YEAR_RE = re.compile(r"\d{3,4}")
@@ -202,20 +202,84 @@ def test_heldout_facts_at_about_heldout_fraction(cfg, world, fraction):
     assert abs(share - fraction) < 0.05, share
 
 
+def _pattern(doc, sentence):
+    """A sentence's template: its text with every mention replaced by {}."""
+    text, cut = doc.text, sentence.end
+    for m in sorted((m for m in doc.mentions if sentence.start <= m.start < sentence.end), key=lambda m: -m.start):
+        text = text[:m.start] + "{}" + text[m.end:]
+        cut += 2 - (m.end - m.start)
+    return text[sentence.start:cut]
+
+
+def test_default_world_shape_is_two_statements_in_three_phrasings(world):
+    assert (world.phrasings, world.restate) == (3, 2)
+    assert all(len(world.docs_stating(f)) == 2 for f in list(world.facts)[:200])
+
+
+def test_one_phrasing_per_relation(cfg, world):
+    w = World.generate(cfg.replace(world_phrasings=1))
+    assert [f.value for f in w.facts.values()] == [f.value for f in world.facts.values()]  # same facts
+    for wld, n_max in ((w, 1), (world, 3)):
+        seen = defaultdict(set)
+        for f in wld.facts.values():
+            d = wld.document(f.subject)
+            seen[f.relation] |= {_pattern(d, s) for s in d.sentences if s.facts == [f.id]}
+        assert max(len(p) for p in seen.values()) == n_max
+    first = {r: {OWN[r][0].replace("{s}", "{}").replace("{v}", "{}")} for r in RELATIONS}
+    assert {r: {p[0].lower() + p[1:] for p in ps} for r, ps in seen.items()} != first  # the default draws others
+    w_seen = defaultdict(set)
+    for f in w.facts.values():
+        d = w.document(f.subject)
+        w_seen[f.relation] |= {_pattern(d, s) for s in d.sentences if s.facts == [f.id]}
+    assert {r: {p[0].lower() + p[1:] for p in ps} for r, ps in w_seen.items()} == \
+           {r: {t[0].lower() + t[1:] for t in ps} for r, ps in first.items()}
+
+
+def test_restate_three_states_a_fact_in_a_third_related_document(cfg, world):
+    w = World.generate(cfg.replace(world_restate=3))
+    assert [f.value for f in w.facts.values()] == [f.value for f in world.facts.values()]
+    n3 = 0
+    for f in w.facts.values():
+        homes = w.homes(f)
+        assert sorted(w.docs_stating(f.id)) == sorted(homes) and len(set(homes)) == len(homes)
+        assert homes[:2] == world.homes(f)  # the two statements of the default world stay where they were
+        kind = w.entities[f.subject].kind
+        assert len(homes) == (2 if kind in ("city", "country", "work") else 3), (kind, f)
+        if len(homes) == 3:
+            n3 += 1
+            third = w.document(homes[2])
+            # the subject links to the third document's entity through another of its facts
+            assert any(g.value == homes[2] for g in w.facts.values() if g.subject == f.subject and g.id != f.id)
+            tagged = {third.text[m.start:m.end] for m in third.mentions if f.id in m.facts}
+            assert tagged == {w.entities[f.subject].name, _surface(w, f.value)}
+    assert n3 > len(w.facts) / 2
+
+
+@pytest.mark.parametrize("key, value", [("world_phrasings", 0), ("world_phrasings", 4), ("world_restate", 1),
+                                        ("world_restate", 4)])
+def test_world_shape_keys_are_checked(cfg, key, value):
+    from realm_lite.config import ConfigError
+
+    with pytest.raises(ConfigError, match=key):
+        cfg.replace(**{key: value})
+
+
 def test_no_heldout_facts_at_fraction_zero(cfg):
     w = World.generate(cfg.replace(heldout_fraction=0.0, world_entities=60))
     assert all(f.split == "train" for f in w.facts.values())
 
 
 # ---- set_fact (knowledge update) -----------------------------------------------------------------
+@pytest.mark.parametrize("restate", [2, 3])
 @pytest.mark.parametrize("relation", list(RELATIONS))
-def test_set_fact_rerenders_exactly_the_affected_documents(fresh_world, relation):
-    w = fresh_world
+def test_set_fact_rerenders_exactly_the_affected_documents(cfg, fresh_world, relation, restate):
+    w = fresh_world if restate == 2 else World.generate(cfg.replace(world_restate=3))
     fact = next(f for f in w.facts.values() if f.relation == relation)
     old, new = fact.value, _new_value(w, fact)
     before = _texts(w)
     where = RELATIONS[relation][2]
     echo = None if where == "value" else w.fact_of(fact.subject, where[4:]).value
+    third_before = w.homes(fact)[2:]
 
     changed = w.set_fact(fact.subject, relation, new)
 
@@ -223,6 +287,9 @@ def test_set_fact_rerenders_exactly_the_affected_documents(fresh_world, relation
     assert len(changed) == len(set(changed))
     assert set(changed) == {k for k in before if before[k] != after[k]}  # the others stay byte-identical
     expected = {fact.subject, old, new} if where == "value" else {fact.subject, echo}
+    if restate == 3:  # also the third document that states it (the same before and after)
+        assert third_before == w.homes(fact)[2:]
+        expected |= set(third_before)
     assert set(changed) == expected
     assert w.facts[fact.id].value == new
 
@@ -232,7 +299,9 @@ def test_set_fact_rerenders_exactly_the_affected_documents(fresh_world, relation
 
     # the new value is stated where the fact is stated; the old one no longer is
     stating = w.docs_stating(fact.id)
-    assert len(stating) == 2 and set(stating) <= set(changed)
+    assert sorted(stating) == sorted(w.homes(fact)) and set(stating) <= set(changed)
+    three = restate == 3 and w.entities[fact.subject].kind not in ("city", "country", "work")
+    assert len(stating) == (3 if three else 2)
     assert (new in stating) if where == "value" else (echo in stating)
     if where == "value":
         assert old not in stating
