@@ -8,6 +8,7 @@ The salient warm start runs in chunks of cfg.ict_steps, each followed by gold re
 the reader warm-up runs `--own-chunks` chunks of `--chunk` own-block steps, then `--mixed-chunks` chunks of
 mixed (half evidence-block) steps, each followed by acc_gold on every fourth held-out query, split by whether
 the answer is the gold block's title. Each chunk is one library call (a fresh optimizer and sampling seed).
+Each row's "t" is seconds since the start, evaluations included; "train_s" counts the training alone.
 Writes JSON to --json (default bench/results/warmup_curves-<preset>.json).
 """
 from __future__ import annotations
@@ -67,22 +68,28 @@ def main(argv=None) -> int:
     parts = setup_run("world", cfg, args.out)
     model, dev, ev = parts.model, parts.device, parts.eval_queries
     sub = [q for q in ev[::4] if q.gold]
-    log, t0 = [], time.time()
+    log, t0, train_s = [], time.time(), 0.0
     for c in range(args.salient_chunks):
+        t1 = time.time()
         train_salient(model, parts.pool, parts.blocks, parts.inputs, cfg, dev, log=lambda s: None, seed=cfg.seed + 100 * c)
+        train_s += time.time() - t1
         index = build_index(model.retriever.embed_doc, parts.blocks, parts.tokenizer, cfg, dev)
         log.append({"stage": "salient", "steps": (c + 1) * cfg.ict_steps,
-                    **evaluate(model, index, ev, parts.inputs, cfg, dev, reader=False), "t": round(time.time() - t0)})
+                    **evaluate(model, index, ev, parts.inputs, cfg, dev, reader=False), "t": round(time.time() - t0),
+                    "train_s": round(train_s)})
         print(log[-1], flush=True)
     for z, chunks, offset in (("own", args.own_chunks, 0), ("mixed", args.mixed_chunks, 1000)):
         for c in range(chunks):
             c_cfg = cfg.replace(seed=cfg.seed + offset + 100 * c, reader_warmup_z=z, reader_warmup_steps=args.chunk)
+            t1 = time.time()
             train_reader_warmup(model, parts.pool, parts.blocks, parts.tokenizer, c_cfg, dev, log=lambda s: None)
+            train_s += time.time() - t1
             log.append({"stage": z, "steps": (c + 1) * args.chunk, **gold_accuracy(parts, sub),
-                        "t": round(time.time() - t0)})
+                        "t": round(time.time() - t0), "train_s": round(train_s)})
             print(log[-1], flush=True)
     index = build_index(model.retriever.embed_doc, parts.blocks, parts.tokenizer, cfg, dev)
-    log.append({"stage": "final", **evaluate(model, index, ev, parts.inputs, cfg, dev), "t": round(time.time() - t0)})
+    log.append({"stage": "final", **evaluate(model, index, ev, parts.inputs, cfg, dev), "t": round(time.time() - t0),
+                "train_s": round(train_s)})
     print(log[-1], flush=True)
     torch.save(model.state_dict(), Path(args.out) / "curves_state.pt")
     out = Path(args.json or f"bench/results/warmup_curves-{args.preset}.json")
