@@ -378,6 +378,12 @@ def test_save_load_round_trip(world, tmp_path):
     assert meta["entities"] == len(world.entities) and meta["documents"] == len(world.documents)
 
 
+def test_save_load_keeps_the_worlds_shape(cfg, tmp_path):
+    w = World.generate(cfg.replace(world_restate=3, world_phrasings=1))
+    loaded = World.load(w.save(tmp_path))
+    assert (loaded.restate, loaded.phrasings) == (3, 1) and _texts(loaded) == _texts(w)
+
+
 def test_save_load_after_set_fact(fresh_world, tmp_path):
     f = next(f for f in fresh_world.facts.values() if f.relation == "employer")
     fresh_world.set_fact(f.subject, "employer", _new_value(fresh_world, f))
