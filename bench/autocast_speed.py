@@ -25,10 +25,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from realm_lite.io import atomic_write_text  # noqa: E402
-from realm_lite.pretrain import autocast, freeze_untrained, setup_run  # noqa: E402
+from realm_lite.pretrain import autocast, setup_run  # noqa: E402
 from realm_lite.realm import realm_loss  # noqa: E402
 from realm_lite.refresh import build_index  # noqa: E402
 from realm_lite.warmstart import train_reader_warmup  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))  # realm_timing, also when loaded by path (tests)
+from realm_timing import realm_steps as timed_realm_steps  # noqa: E402
 
 PRECISIONS = {"fp32": "off", "bf16": "bf16"}  # the config key `autocast` that pretrain.autocast reads
 
@@ -39,24 +42,10 @@ def precision(parts, name: str):
 
 
 def realm_steps(parts, index, state, steps: int, name: str) -> float:
-    """steps/s of `steps` REALM steps (after 2 untimed ones) from `state`."""
-    model, cfg = parts.model, parts.cfg
-    model.load_state_dict(state)
-    model.train()
-    with freeze_untrained(model, cfg):  # as train_realm: lr-0 modules without gradients, in eval mode
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=cfg.retriever_lr or cfg.reader_lr)
-        rng, t0 = random.Random(cfg.seed), None
-        for i in range(steps + 2):
-            if i == 2:
-                t0 = time.time()
-            queries = parts.pool.sample(rng, cfg.batch_size)
-            with precision(parts, name):
-                out = realm_loss(model, queries, index, parts.inputs, cfg.k, parts.device)
-            opt.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            opt.step()
-        return steps / (time.time() - t0)
+    """steps/s of `steps` REALM steps (after 2 untimed ones) from `state`, each loss in precision `name`."""
+    parts.model.load_state_dict(state)
+    return timed_realm_steps(parts.model, parts.cfg, parts.pool, index, parts.inputs, parts.device, steps,
+                             ctx=lambda: precision(parts, name))
 
 
 @torch.no_grad()

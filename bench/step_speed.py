@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import sys
 import tempfile
@@ -36,20 +35,13 @@ import torch  # noqa: E402
 
 from realm_lite.config import get_config, parse_overrides  # noqa: E402
 from realm_lite.io import atomic_write_text  # noqa: E402
-from realm_lite.pretrain import freeze_untrained, setup_run  # noqa: E402
-from realm_lite.realm import Realm, realm_loss  # noqa: E402
+from realm_lite.pretrain import setup_run  # noqa: E402
+from realm_lite.realm import Realm  # noqa: E402
 from realm_lite.refresh import build_index  # noqa: E402
 from realm_lite.warmstart import train_reader_warmup, train_salient  # noqa: E402
 
-
-def rate(step, steps: int) -> float:
-    """steps/s of `step()` over `steps` calls after 2 untimed ones."""
-    for _ in range(2):
-        step()
-    t0 = time.time()
-    for _ in range(steps):
-        step()
-    return steps / (time.time() - t0)
+sys.path.insert(0, str(Path(__file__).parent))  # realm_timing, also when loaded by path (tests)
+from realm_timing import realm_steps  # noqa: E402
 
 
 def model_with(parts, cfg, state: dict | None, dropout: float) -> Realm:
@@ -113,18 +105,9 @@ def main(argv=None) -> int:
         m = model_with(parts, rcfg, state, 0.1)
         index = build_index(m.retriever.embed_doc, parts.blocks, parts.tokenizer, rcfg, dev)
         for mode in ("train", "eval"):
-            rng = random.Random(cfg.seed)
-            m.train()
-            with freeze_untrained(m, rcfg):
-                m.reader.train(mode == "train")
-                opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=rcfg.retriever_lr)
-
-                def step():
-                    out = realm_loss(m, parts.pool.sample(rng, cfg.batch_size), index, parts.inputs, cfg.k, dev)
-                    opt.zero_grad(set_to_none=True)
-                    out["loss"].backward()
-                    opt.step()
-                res[f"realm, frozen reader in {mode} mode, k={cfg.k} (steps/s)"] = round(rate(step, n), 3)
+            key = f"realm, frozen reader in {mode} mode, k={cfg.k} (steps/s)"
+            res[key] = round(realm_steps(m, rcfg, parts.pool, index, parts.inputs, dev, n,
+                                         reader_train=mode == "train"), 3)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

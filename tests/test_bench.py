@@ -1,4 +1,4 @@
-"""bench/small_scale.py: the summary over seeds (the runs themselves are benchmarks, not tests)."""
+"""The benches' own logic: small_scale's summary, qa's table, step_speed's errors, the shared REALM timing loop."""
 import importlib.util
 from pathlib import Path
 
@@ -125,3 +125,26 @@ def test_qa_compare_pairs_questions_and_splits_first_blocks_by_page(tmp_path):
     f = qa_compare.first_block(a)  # q1's first block is its subject's own page ("Ana q1" named in the question)
     assert f["own_first"] == pytest.approx(1 / 3) and f["em_own_first"] == 1 and f["em_other_first"] == 0.5
     assert qa_compare.main([str(tmp_path)]) == 2  # no predictions: a clear error, exit status 2
+
+
+def test_timed_realm_steps_train_the_retriever_and_leave_a_frozen_reader_alone(tmp_path):
+    import torch
+
+    from realm_lite.config import get_config
+    from realm_lite.pretrain import setup_run
+    from realm_lite.refresh import build_index
+
+    timing_file = Path(__file__).parents[1] / "bench" / "realm_timing.py"
+    timing_spec = importlib.util.spec_from_file_location("realm_timing", timing_file)
+    realm_timing = importlib.util.module_from_spec(timing_spec)
+    timing_spec.loader.exec_module(realm_timing)
+    parts = setup_run("world", get_config("quick", realm_steps=2), tmp_path / "run", log=lambda s: None)
+    cfg = parts.cfg.replace(reader_lr=0.0, retriever_lr=1e-3)
+    model = parts.model
+    index = build_index(model.retriever.embed_doc, parts.blocks, parts.tokenizer, cfg, parts.device)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rate = realm_timing.realm_steps(model, cfg, parts.pool, index, parts.inputs, parts.device, steps=1)
+    after = model.state_dict()
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert rate > 0 and changed == {"retriever"}  # 3 steps (2 untimed) moved the towers, not the frozen reader
+    assert model.training and all(p.requires_grad for p in model.parameters())  # freeze_untrained undone
