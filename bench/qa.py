@@ -1,4 +1,4 @@
-"""Open-domain QA: REALM against ICT-only (ORQA), BM25 and closed-book, on the same questions (issue 4).
+"""Open-domain QA: REALM against ICT-only (ORQA), BM25 and closed-book, on the same questions.
 
     python bench/qa.py --corpus world --preset cpu --init runs/cpu   # the synthetic world's test questions
     python bench/qa.py --corpus squad --preset cpu                   # SQuAD-open: held-out part-A articles

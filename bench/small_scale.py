@@ -1,4 +1,4 @@
-"""Does REALM's retriever update teach the retriever anything? Issue 5's comparison, over seeds.
+"""Does REALM's retriever update teach the retriever anything? A paired comparison over seeds.
 
     python bench/small_scale.py --preset cpu --seeds 0 1 2      # the README's table (about 25 min a seed)
     python bench/small_scale.py --preset quick --seeds 0        # a smoke run (about a minute)

@@ -11,7 +11,7 @@ than real ones) or a fresh `--preset` corpus and model, it times:
   salient     a salient warm-start step (batch ict_batch), dropout 0.1 and 0
   reader      an own-block reader warm-up step (batch batch_size), dropout 0.1 and 0
   realm       a REALM step with the reader frozen (reader_lr=0, retriever_lr=1e-4, k as the preset), the frozen
-              reader in train mode (dropout 0.1: before session 9) and in eval mode (freeze_untrained: now)
+              reader in train mode (dropout 0.1) and in eval mode (freeze_untrained, the `cpu` recipe)
 
 Each rate is over --steps steps: the index after one untimed build, each salient rate after 2 untimed steps,
 REALM after 2 untimed steps; the reader warm-up's rate includes its first steps. Prints a table and writes JSON to --json

@@ -1,4 +1,4 @@
-"""Warm-start learning curves (README, "Session 6"): retriever recall and reader copying, evaluated per chunk.
+"""Warm-start learning curves (docs/small-scale-recipe.md): retriever recall and reader copying, evaluated per chunk.
 
     python bench/warmup_curves.py --preset cpu --out runs/curves              # the README's table (about 22 min)
     python bench/warmup_curves.py --preset quick --out runs/curves-quick \\

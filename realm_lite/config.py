@@ -6,7 +6,7 @@
 Five presets:
   quick     : CI and the notebooks' default; every stage runs in seconds on a CPU.
   cpu       : the small-scale recipe, a real training run on a 2-core laptop (the target: 30 minutes).
-  cpu-long  : the cpu recipe of sessions 7-8: longer, with dropout, a little better.
+  cpu-long  : the cpu recipe made longer, with dropout: a little better, about 1.6 times as long.
   cpu-paper : the paper's recipe (ICT warm start, no reader warm-up) at the cpu preset's scale.
   full      : a GPU run with bert-base-sized encoders and Wikipedia-scale corpora.
 """
@@ -188,20 +188,20 @@ CHOICES = {
 PRESETS: dict[str, dict] = {
     # CI: seconds per stage, learns little, exercises every stage of the cpu recipe.
     # Small from-scratch towers use mean pooling: with [CLS] pooling, 2 x 64 ICT did not learn at all
-    # (in-batch accuracy 0 after 300 steps; mean pooling 0.94). See README "What it takes ...".
+    # (in-batch accuracy 0 after 300 steps; mean pooling 0.94). See docs/small-scale-recipe.md.
     # bf16 corpus embedding is pinned on: CI's checked outputs must not depend on whether the CPU has AVX-512.
     "quick": dict(world_entities=400, vocab_size=3000, block_len=128, query_len=48, pooling="mean", dropout=0.0,
                   warm_start="salient", reader_warmup_steps=40, reader_warmup_z="own-then-mixed",
                   reader_warmup_own_frac=1 / 3, reader_lr=0.0, retriever_lr=1e-4, embed_bf16="on"),
-    # A 2-core laptop, the small-scale recipe (README "What it takes for REALM to learn at small scale"; the
+    # A 2-core laptop, the small-scale recipe (docs/small-scale-recipe.md; the
     # target is 30 minutes for all stages). Beyond the paper: the salient co-occurrence retriever warm start
     # instead of ICT (ICT finds a sentence's own block, not the other entity's block that states the fact) and
     # a reader warm-up (a from-scratch reader does not learn to copy inside REALM): 2,000 own-block steps teach
-    # it to copy a block's subject, then 4,000 half evidence-block steps to copy a related span (session 10:
-    # the gold-block accuracy after the warm-up 0.64 against 0.51 with 4,000 + 2,000). No dropout
-    # (session 9: the reader learns to copy 2-3x sooner without it, and a warm-up step is 1.2-1.3x cheaper). In
+    # it to copy a block's subject, then 4,000 half evidence-block steps to copy a related span (the gold-block
+    # accuracy after the warm-up 0.64 against 0.51 with 4,000 + 2,000). No dropout
+    # (the reader learns to copy 2-3x sooner without it, and a warm-up step is 1.2-1.3x cheaper). In
     # REALM the reader is frozen (it forgot how to copy when trained on: at 5e-4 badly, at the paper's 3e-5
-    # still), which makes a step cheaper: 600 steps of the retriever at 1e-4 (README). The paper's path is
+    # still), which makes a step cheaper: 600 steps of the retriever at 1e-4. The paper's path is
     # "cpu-paper".
     "cpu": dict(world_entities=2000, vocab_size=8000, block_len=128, query_len=64, pooling="mean", dropout=0.0,
                 hidden=128, heads=4, reader_layers=4, warm_start="salient", ict_steps=2000,
@@ -209,7 +209,7 @@ PRESETS: dict[str, dict] = {
                 reader_lr=0.0, retriever_lr=1e-4, realm_steps=600, batch_size=16, warmup_steps=60, refresh_every=100,
                 checkpoint_every=100, eval_queries=0, log_every=50, progress=True,
                 qa_retrieve=100, qa_steps=600, qa_batch=16, qa_warmup_steps=50),
-    # The cpu recipe of sessions 7-8, measured end to end in session 8 (README): BERT's dropout, longer warm starts
+    # The cpu recipe with BERT's dropout, longer warm starts
     # (salient 2,400, reader 9,000) and 900 REALM steps. Better than `cpu` at seed 0 (recall@5 0.820 against 0.789,
     # accuracy 0.274 against 0.240) and about 1.6 times as long.
     "cpu-long": dict(world_entities=2000, vocab_size=8000, block_len=128, query_len=64, pooling="mean",

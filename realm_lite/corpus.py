@@ -263,7 +263,7 @@ def load_blocks(path: str | Path) -> list[Block]:
 
 # ---- one call from a corpus name to blocks -----------------------------------------------------
 _REPO = Path(__file__).resolve().parents[1]
-SQUAD_DIRS = (_REPO / "data/raw/squad", _REPO.parent / "shared/data/squad-v1.1")  # where `--corpus squad` looks
+SQUAD_DIRS = (_REPO / "data/raw/squad",)  # where `--corpus squad` looks without $REALM_LITE_SQUAD
 SQUAD_GLOB = "*-v1.1*.json"  # train-v1.1.json, dev-v1.1.json (data/download.py), dev-v1.1-part-a.json, ...
 
 
@@ -277,7 +277,7 @@ class PreparedCorpus:
 
 
 def find_squad(env_var: str = "REALM_LITE_SQUAD") -> Path:
-    """The SQuAD directory for `--corpus squad`: $REALM_LITE_SQUAD, else data/raw/squad, else ../shared/data/squad-v1.1."""
+    """The SQuAD directory for `--corpus squad`: $REALM_LITE_SQUAD, else data/raw/squad (data/download.py)."""
     candidates = [os.environ[env_var]] if os.environ.get(env_var) else list(SQUAD_DIRS)
     for c in candidates:
         if Path(c).is_dir() and any(Path(c).glob(SQUAD_GLOB)):

@@ -1,7 +1,7 @@
 """Warm starts that are not in the paper, for small models trained from scratch. Notebook 06.
 
 REALM starts from BERT and an ICT-trained retriever. At laptop scale, from scratch, both fall short
-(../README.md, "What it takes for REALM to learn at small scale"):
+(docs/small-scale-recipe.md):
   - ICT teaches a tower to find a sentence's *own* block, but REALM's gold block is another entity's
     document that names the sentence's entities once. The salient co-occurrence warm start trains
     the retriever on that: x = a masked sentence, positive z = a random other block that contains one

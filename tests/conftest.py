@@ -8,7 +8,9 @@ import pytest
 
 from realm_lite.config import get_config
 
-SQUAD_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "squad-v1.1"
+# Real data for the tests: $REALM_LITE_SQUAD, by default the SQuAD sample kept beside the repository.
+SQUAD_DIR = Path(os.environ.setdefault(
+    "REALM_LITE_SQUAD", str(Path(__file__).resolve().parents[2] / "shared" / "data" / "squad-v1.1")))
 
 
 @pytest.fixture(scope="session")
@@ -34,5 +36,5 @@ def tokenizer(world, tmp_path_factory):
 @pytest.fixture(scope="session")
 def squad_dir():
     if not (SQUAD_DIR / "dev-v1.1-part-a.json").exists():
-        pytest.skip(f"real-data test: {SQUAD_DIR} is absent (CI has it beside the clone as ../shared)")
+        pytest.skip(f"real-data test: {SQUAD_DIR} is absent (set REALM_LITE_SQUAD)")
     return SQUAD_DIR

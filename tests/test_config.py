@@ -30,12 +30,12 @@ def test_cpu_is_the_small_scale_recipe_and_cpu_paper_the_papers():
     assert cpu.reader_warmup_steps > 0 and paper.reader_warmup_steps == 0
     assert quick.warm_start == cpu.warm_start and quick.reader_warmup_steps > 0  # quick: the same recipe, shrunk
     assert quick.reader_warmup_z == cpu.reader_warmup_z == "own-then-mixed"
-    assert quick.reader_warmup_own_frac == cpu.reader_warmup_own_frac == 1 / 3  # session 10: a longer mixed phase
+    assert quick.reader_warmup_own_frac == cpu.reader_warmup_own_frac == 1 / 3  # a longer mixed phase
     assert quick.reader_lr == cpu.reader_lr == 0 < cpu.reader_warmup_lr  # in REALM the warmed-up reader is frozen
     assert quick.retriever_lr == cpu.retriever_lr
-    assert quick.dropout == cpu.dropout == 0 < paper.dropout  # session 9: the reader copies sooner without it
+    assert quick.dropout == cpu.dropout == 0 < paper.dropout  # the reader copies sooner without it
     assert (cpu.world_entities, cpu.block_len, cpu.k) == (paper.world_entities, paper.block_len, paper.k)
-    long = get_config("cpu-long")  # sessions 7-8's recipe: the same stages, longer, with dropout
+    long = get_config("cpu-long")  # the same stages, longer, with dropout
     assert (long.warm_start, long.reader_warmup_z, long.reader_lr) == (cpu.warm_start, cpu.reader_warmup_z, 0)
     assert (long.ict_steps, long.reader_warmup_steps, long.realm_steps) > (cpu.ict_steps, cpu.reader_warmup_steps,
                                                                            cpu.realm_steps)

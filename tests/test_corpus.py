@@ -473,6 +473,10 @@ def test_find_squad_default_dirs(tmp_path, monkeypatch):
     assert find_squad() == a  # data/raw comes first
 
 
-def test_find_squad_default_dirs_include_shared(squad_dir, monkeypatch):
-    monkeypatch.delenv("REALM_LITE_SQUAD", raising=False)
-    assert squad_dir.resolve() in [Path(d).resolve() for d in corpus.SQUAD_DIRS]
+def test_find_squad_reads_the_configured_path(squad_dir):
+    assert find_squad().resolve() == squad_dir.resolve()  # REALM_LITE_SQUAD, set by conftest.py
+
+
+def test_the_library_looks_for_squad_only_inside_the_repository():
+    repo = Path(corpus.__file__).resolve().parents[1]
+    assert all(Path(d).resolve().is_relative_to(repo) for d in corpus.SQUAD_DIRS)

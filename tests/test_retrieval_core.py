@@ -1,4 +1,4 @@
-"""Issue 3 pieces so far: retriever towers, ICT, MIPS index, marginal likelihood, index refresh."""
+"""The retrieval core: retriever towers, ICT, MIPS index, marginal likelihood, index refresh."""
 import random
 
 import pytest
