@@ -30,7 +30,7 @@ from realm_lite.qa import SYSTEMS  # noqa: E402
 
 
 def markdown(results: dict) -> str:
-    """The README's table: one row per system."""
+    """The results table in Markdown (for docs/results.md): one row per system."""
     rows = results["systems"]
     cols = [k for k in ("em", "top1", "top5", "update_new", "update_old") if any(k in r for r in rows)]
     names = {"em": "EM", "top1": "top-1", "top5": "top-5", "update_new": "update: new value",

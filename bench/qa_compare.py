@@ -4,8 +4,9 @@
 
 Reads `<dir>/<system>/predictions-<split>.jsonl` (written by `realm-lite evaluate` or bench/qa.py) and prints,
 for each split and for all of them together: EM of each system, the paired difference a - b with its standard
-error and the questions each wins; where only one retrieves an answer in its top 5; then where the first read block is the question's subject's own page (its
-title is named in the question) or another entity's, and how often each system answers from each kind.
+error and the questions each wins; where only one retrieves an answer in its top 5; then where the first read
+block is the question's subject's own page (its title is named in the question) or another entity's, and how
+often each system answers from each kind.
 """
 from __future__ import annotations
 

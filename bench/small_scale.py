@@ -1,13 +1,15 @@
 """Does REALM's retriever update teach the retriever anything? A paired comparison over seeds.
 
-    python bench/small_scale.py --preset cpu --seeds 0 1 2      # the README's table (about 25 min a seed)
+    python bench/small_scale.py --preset cpu --seeds 0 1 2      # docs/results.md's table (about 23 min a seed)
     python bench/small_scale.py --preset quick --seeds 0        # a smoke run (about a minute)
 
 For each seed: one corpus and one warm start (the preset's recipe), then four arms from that same
 state, each with the preset's number of REALM steps and the same evaluation on every held-out query:
 
-  realm      the paper: the reader and both towers trained through p(y|x)
-  frozen     the same with retriever_lr = 0: the warm-started retriever is kept as it is
+  realm      the preset's REALM stage: both towers (and the reader unless reader_lr = 0, as in cpu and quick)
+             trained through p(y|x)
+  frozen     the same with retriever_lr = 0: the warm-started retriever is kept as it is; with reader_lr = 0
+             too (cpu, quick) this arm trains nothing: it is exactly the warm start, evaluated again
   warmstart  the retriever first gets as many more warm-start steps as REALM has steps, then as `frozen`
   cold       the retriever re-initialised at random (the cold-start control), the reader warm-started
 
@@ -68,7 +70,7 @@ def run_arm(arm: str, parts, cfg, warm_state: dict, out: Path, log) -> dict:
                       steps=cfg.realm_steps, seed=cfg.seed + 1000)
     arm_cfg = cfg.replace(retriever_lr=0.0) if arm in ("frozen", "warmstart") else cfg
     (out / arm).mkdir(parents=True, exist_ok=True)
-    if arm_cfg.reader_lr or arm_cfg.retriever_lr:  # with --arm-set reader_lr=0 the frozen arms train nothing
+    if arm_cfg.reader_lr or arm_cfg.retriever_lr:  # with reader_lr=0 (cpu, quick) the frozen arm trains nothing
         train_realm(model, parts.pool, parts.blocks, parts.inputs, parts.tokenizer, arm_cfg, out / arm,
                     parts.device, log=log)
     index = build_index(model.retriever.embed_doc, parts.blocks, parts.tokenizer, cfg, parts.device)
@@ -155,7 +157,7 @@ def table(summary: dict) -> str:
 
 
 def markdown(summary: dict) -> str:
-    """The same table as `table`, in Markdown (for the README)."""
+    """The same table as `table`, in Markdown (for docs/results.md)."""
     def cell(st):
         if not st["n"]:
             return ""

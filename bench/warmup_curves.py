@@ -1,13 +1,13 @@
 """Warm-start learning curves (docs/small-scale-recipe.md): retriever recall and reader copying, evaluated per chunk.
 
-    python bench/warmup_curves.py --preset cpu --out runs/curves              # the README's table (about 22 min)
+    python bench/warmup_curves.py --preset cpu --out runs/curves              # 20-30 min on 2 cores
     python bench/warmup_curves.py --preset quick --out runs/curves-quick \\
         --salient-chunks 1 --own-chunks 1 --mixed-chunks 1 --chunk 20         # a smoke run
 
-The salient warm start runs in chunks of cfg.ict_steps, each followed by gold recall on every held-out query;
-the reader warm-up runs `--own-chunks` chunks of `--chunk` own-block steps, then `--mixed-chunks` chunks of
-mixed (half evidence-block) steps, each followed by acc_gold on every fourth held-out query, split by whether
-the answer is the gold block's title. Each chunk is one library call (a fresh optimizer and sampling seed).
+The salient warm start runs in chunks of cfg.ict_steps (800 unless --set ict_steps=N), each followed by gold
+recall on every held-out query; the reader warm-up runs `--own-chunks` chunks of `--chunk` own-block steps,
+then `--mixed-chunks` chunks of mixed (half evidence-block) steps, each followed by acc_gold on every fourth
+held-out query, split by whether the answer is the gold block's title. Each chunk is one library call (a fresh optimizer and sampling seed).
 Each row's "t" is seconds since the start, evaluations included; "train_s" counts the training alone.
 Writes JSON to --json (default bench/results/warmup_curves-<preset>.json).
 """
