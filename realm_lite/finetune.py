@@ -3,27 +3,26 @@
     realm-lite finetune --init runs/cpu --system realm --dataset world --out runs/cpu-qa/realm
     realm-lite evaluate --model runs/cpu-qa/realm --dataset world --split test
 
-A QA run directory holds config.json, qa.json (system, the pre-training run it starts from),
-checkpoint.pt (weights, optimizer, step; written atomically every `checkpoint_every` steps, so
-`--resume` continues a killed run), index.pt (the frozen Embed_doc index, stamped with Embed_doc's
-version) and, after `evaluate`, predictions-<split>.jsonl and metrics-<split>.json.
+A QA run directory holds
+  config.json, qa.json     the config; the system, the pre-training run it starts from, the data set;
+  checkpoint.pt            weights, optimizer, schedule, random states, step and log (realm_lite.training),
+                           written atomically every `checkpoint_every` steps, so `--resume` continues a killed run;
+  index.pt                 the frozen Embed_doc index, stamped with Embed_doc's version (retrieval systems);
+  log.jsonl                the fine-tuning log, one JSON object a line ({"stage": "qa", "step": ...});
+  predictions-<split>.jsonl, metrics-<split>.json   after `evaluate`.
 """
 from __future__ import annotations
 
 import json
 import random
-import sys
 import time
 from pathlib import Path
 
-import torch
-from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
-
 from realm_lite.io import atomic_write_text, write_jsonl
 from realm_lite.mips import MipsIndex, fingerprint
-from realm_lite.pretrain import _save
 from realm_lite.qa import QAModel, QASystem, _attach_retrieval, evaluate_qa, qa_loss, system_from_run
+from realm_lite.training import (Checkpoints, Interrupted, Loop, load_checkpoint, load_weights, save_checkpoint,
+                                 scalars)
 
 
 def finetune(qa: QASystem, examples, out_dir, resume: bool = False, log=print, stop_after: int | None = None) -> list[dict]:
@@ -33,53 +32,33 @@ def finetune(qa: QASystem, examples, out_dir, resume: bool = False, log=print, s
     if not examples:
         raise ValueError("no training questions: the data set or split is empty")
     out.mkdir(parents=True, exist_ok=True)
-    opt = torch.optim.AdamW(qa.model.trainable(cfg), weight_decay=cfg.weight_decay)
-    sched = get_linear_schedule_with_warmup(opt, cfg.qa_warmup_steps, cfg.qa_steps)
-    rng, step, history, window = random.Random(cfg.seed), 0, [], []
     ckpt = out / "checkpoint.pt"
-    ck = torch.load(ckpt, map_location="cpu", weights_only=False) if resume and ckpt.exists() else {}
+    ck = load_checkpoint(ckpt, "QA checkpoint", keys=("model", "step")) if resume and ckpt.exists() else {}
     if "optimizer" in ck:  # a training checkpoint (the step-0 file written by save_system has none)
-        qa.model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        rng.setstate(ck["rng"])
-        torch.set_rng_state(ck["torch_rng"])
-        step, history, window = ck["step"], ck["history"], ck.get("window", [])
-        log(f"resumed fine-tuning at step {step}")
+        load_weights(qa.model, ck["model"], ckpt)
+        log(f"resumed fine-tuning at step {ck['step']}")
     else:
+        ck = None
         save_system(qa, out)  # config, qa.json, index: a run directory from the first step on
+
+    def save(state: dict) -> None:
+        save_checkpoint({**state, "model": qa.model.state_dict(), "system": qa.name}, ckpt)
+
+    loop = Loop("qa", cfg.qa_steps, qa.model.trainable(cfg), cfg, weight_decay=cfg.weight_decay,
+                warmup=cfg.qa_warmup_steps, clip=cfg.clip_norm, rng=random.Random(cfg.seed), device=qa.device,
+                log=log, desc=f"QA {qa.name}", checkpoints=Checkpoints(out, save, resume=ck, stop_after=stop_after))
     qa.model.train()
-    bar = tqdm(total=cfg.qa_steps, initial=step, disable=not cfg.progress, file=sys.stderr, desc=f"QA {qa.name}")
-    say = bar.write if cfg.progress and log is print else log
-    t0, t_start = time.time(), step
     try:
-        while step < cfg.qa_steps:
-            batch = [examples[rng.randrange(len(examples))] for _ in range(cfg.qa_batch)]
+        for _ in loop:
+            batch = [examples[loop.rng.randrange(len(examples))] for _ in range(cfg.qa_batch)]
             out_ = qa_loss(qa, batch)
-            opt.zero_grad(set_to_none=True)
+            loop.opt.zero_grad(set_to_none=True)
             out_["loss"].backward()
-            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.clip_norm)
-            opt.step()
-            sched.step()
-            step += 1
-            bar.update(1)
-            window.append({k: (v.item() if torch.is_tensor(v) else v) for k, v in out_.items()})
-            if step % cfg.log_every == 0 or step == cfg.qa_steps:
-                row = {"step": step, **{k: round(sum(w[k] for w in window) / len(window), 4) for k in window[0]},
-                       "steps_per_s": round((step - t_start) / (time.time() - t0), 2)}
-                history.append(row)
-                window = []
-                say("qa step " + "  ".join(f"{k} {v}" for k, v in row.items()))
-            stop = stop_after is not None and step >= stop_after
-            if step % cfg.checkpoint_every == 0 or step == cfg.qa_steps or stop:
-                _save({"model": qa.model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                       "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "step": step, "history": history,
-                       "window": window, "system": qa.name}, ckpt)
-            if stop:
-                break
-    finally:
-        bar.close()
-    return history
+            loop.step()
+            loop.record(**scalars(out_))
+    except Interrupted:
+        pass
+    return loop.history
 
 
 # ---- the QA run directory ----------------------------------------------------------------------------
@@ -91,7 +70,7 @@ def save_system(qa: QASystem, out_dir) -> None:
     atomic_write_text(out / "qa.json", json.dumps({"system": qa.name, **qa.info}, indent=2) + "\n")
     if qa.index is not None:
         qa.index.save(out / "index.pt")
-    _save({"model": qa.model.state_dict(), "step": 0, "system": qa.name}, out / "checkpoint.pt")
+    save_checkpoint({"model": qa.model.state_dict(), "step": 0, "system": qa.name}, out / "checkpoint.pt")
 
 
 def load_system(qa_dir, log=print) -> QASystem:
@@ -108,8 +87,8 @@ def load_system(qa_dir, log=print) -> QASystem:
     _, blocks, tokenizer, world = load_run(meta["init"])
     device = resolve_device(cfg.device)
     model = QAModel(meta["system"], cfg, len(tokenizer))
-    ck = torch.load(qa_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
-    model.load_state_dict(ck["model"])
+    ck = load_checkpoint(qa_dir / "checkpoint.pt", "QA checkpoint", keys=("model", "step"))
+    load_weights(model, ck["model"], qa_dir / "checkpoint.pt")
     model.to(device)
     qa = QASystem(meta["system"], cfg, model, blocks, tokenizer, device, world=world, info=meta)
     index = None
@@ -127,7 +106,10 @@ def run_finetune(init_run, system: str, dataset: str, out_dir, overrides=None, r
     from realm_lite.qa_data import load_qa
 
     out = Path(out_dir)
-    if resume and (out / "qa.json").exists():
+    if resume and not (out / "qa.json").exists():
+        raise FileNotFoundError(f"{out} is not a realm-lite QA run (no qa.json): nothing to resume; "
+                                f"drop --resume to start one")
+    if resume:
         qa = load_system(out, log)
         dataset = qa.info.get("dataset", dataset)
     else:

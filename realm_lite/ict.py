@@ -9,12 +9,12 @@ word overlap. Loss: softmax over the batch's blocks (the other blocks are the ne
 from __future__ import annotations
 
 import random
-import time
 
 import torch
 import torch.nn.functional as F
 
 from realm_lite.retriever import Retriever, encode_blocks, encode_queries
+from realm_lite.training import Checkpoints, Loop
 
 
 def split_heldout(blocks, fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -46,31 +46,27 @@ def ict_loss(retriever: Retriever, queries: list[str], titles: list[str], contex
     return F.cross_entropy(logits, target), (logits.argmax(-1) == target).float().mean().item()
 
 
-def train_ict(retriever: Retriever, blocks, tokenizer, cfg, device="cpu", block_ids=None, log=print) -> list[dict]:
-    """`cfg.ict_steps` steps of ICT on `blocks` (or the subset `block_ids`); returns the logged history."""
+def train_ict(retriever: Retriever, blocks, tokenizer, cfg, device="cpu", block_ids=None, log=print,
+              checkpoints: Checkpoints | None = None) -> list[dict]:
+    """`cfg.ict_steps` steps of ICT on `blocks` (or the subset `block_ids`); returns the logged history.
+    With `checkpoints`, log.jsonl rows and checkpoints (see realm_lite.training)."""
     rng = random.Random(cfg.seed)
     pool = [i for i in (block_ids if block_ids is not None else range(len(blocks))) if len(blocks[i].sentences) >= 2]
     if len(pool) < 2:
         raise ValueError("ICT needs at least two blocks with two or more sentences")
     retriever.to(device).train()
-    opt = torch.optim.AdamW(retriever.parameters(), lr=cfg.ict_lr)
-    history, t0 = [], time.time()
-    for step in range(1, cfg.ict_steps + 1):
+    loop = Loop("ict", cfg.ict_steps, retriever.parameters(), cfg, lr=cfg.ict_lr, clip=1.0, rng=rng, device=device,
+                log=log, desc="ICT", checkpoints=checkpoints)
+    for _ in loop:
         batch = rng.sample(pool, min(cfg.ict_batch, len(pool)))  # distinct blocks: no false negatives
         pairs = [ict_pair(blocks[i], rng, cfg.ict_remove_prob) for i in batch]
         loss, acc = ict_loss(retriever, [p[0] for p in pairs], [blocks[i].title for i in batch],
                              [p[1] for p in pairs], tokenizer, cfg, device)
-        opt.zero_grad()
+        loop.opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(retriever.parameters(), 1.0)
-        opt.step()
-        if step % cfg.log_every == 0 or step == cfg.ict_steps:
-            rec = {"step": step, "loss": round(loss.item(), 4), "in_batch_acc": round(acc, 4),
-                   "steps_per_s": round(step / (time.time() - t0), 2)}
-            history.append(rec)
-            log(f"ict step {step:5d}  loss {rec['loss']:.3f}  in-batch acc {rec['in_batch_acc']:.3f}  "
-                f"{rec['steps_per_s']:.1f} steps/s")
-    return history
+        loop.step()
+        loop.record(loss=loss.item(), in_batch_acc=acc)
+    return loop.history
 
 
 @torch.no_grad()

@@ -1,38 +1,55 @@
-"""The pre-training run: warm start, then REALM with a refreshed MIPS index (paper 3.3, 3.4). Notebook 06.
+"""The pre-training run: corpus, warm starts, then REALM with a refreshed MIPS index (paper 3.3, 3.4). Notebook 06.
 
-    realm-lite pretrain --preset cpu --corpus world --out runs/cpu          # ICT warm start, then REALM
-    realm-lite pretrain --preset cpu --corpus world --out runs/cold --no-ict  # the cold-start control
-    realm-lite pretrain ... --out runs/cpu --resume                          # continue from the last checkpoint
+    realm-lite pretrain --preset cpu --corpus world --out runs/cpu            # the preset's warm starts, then REALM
+    realm-lite pretrain --preset cpu --corpus world --out runs/cold --cold-start  # no retriever warm start
+    realm-lite pretrain ... --out runs/cpu --resume                            # continue a killed run
 
-A run directory holds config.json, tokenizer/, blocks.jsonl (and world/ for the synthetic corpus),
-warmstart.pt, checkpoint.pt with index/ckpt-<step>.pt (the index the checkpoint was using), and
-metrics.json. Every file is written atomically (write, then rename), so a killed run resumes from
-its last checkpoint; with `refresh_mode=sync` a resumed run reaches the same weights as an
-uninterrupted one (async refreshes land when the builder finishes, which depends on timing).
+The run, stage by stage:
+  1. the corpus: the tokenizer and REALM's blocks (realm_lite.corpus), a fresh model seeded by cfg.seed;
+  2. the retriever warm start, cfg.warm_start: "salient" (the small presets; realm_lite.warmstart),
+     "ict" (the paper's ICT; realm_lite.ict) or "none"; then, with cfg.reader_warmup_steps, the reader
+     warm-up; then the index and an evaluation of the warmed-up model;
+  3. cfg.realm_steps of REALM, -log p(y|x), the index refreshed every cfg.refresh_every steps;
+  4. the final index and evaluation.
+
+A run directory holds
+  config.json, corpus.json, tokenizer/, blocks.jsonl (and world/ for the synthetic corpus)  the corpus;
+  warmstart-checkpoint.pt  the warm start in progress (every cfg.checkpoint_every steps of its current stage),
+                           removed once warmstart.pt is written;
+  warmstart.pt             the warmed-up weights, the warm start's results and the random state REALM starts from;
+  checkpoint.pt            REALM's weights, optimizer, schedule, random states, step and log, every
+                           cfg.checkpoint_every steps, with index/ckpt-<step>.pt, the index it was using;
+  log.jsonl                one JSON object a line: every stage's log rows ({"stage": ..., "step": ...})
+                           and the evaluations ({"stage": "evaluate", "after": ...});
+  metrics.json             the evaluations after the warm start and after REALM.
+Checkpoints are written atomically (write, then rename) and hold only tensors, numbers, strings and
+containers (realm_lite.training), so `--resume` continues a killed run from its last checkpoint, in a
+warm start or in REALM. With `refresh_mode=sync` the resumed run reaches the same weights, bit for bit,
+as an uninterrupted one; async refreshes land when the builder finishes, which depends on timing.
 """
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import random
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
 
 from realm_lite.ict import ict_recall, split_heldout, train_ict
-from realm_lite.io import atomic_write_bytes, atomic_write_text
+from realm_lite.io import atomic_write_text
 from realm_lite.marginal import marginal_log_likelihood, retrieval_utility, sequence_log_prob
 from realm_lite.mips import MipsIndex
 from realm_lite.queries import QueryPool
 from realm_lite.realm import BlockInputs, Realm, candidate_scores, embed_queries, predict_spans, read, realm_loss
 from realm_lite.refresh import IndexRefresher, build_index
+from realm_lite.training import (LOOP_KEYS, Checkpoints, Interrupted, Loop, Progress, append_log, load_checkpoint,
+                                 load_weights, restore_rng, rng_states, save_checkpoint, scalars)
+
+WARM_CHECKPOINT = "warmstart-checkpoint.pt"
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -51,18 +68,21 @@ def autocast(cfg, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16) if on else contextlib.nullcontext()
 
 
-def _save(obj, path: Path) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 # ---- evaluation ---------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model: Realm, index: MipsIndex, queries, inputs: BlockInputs, cfg, device, reader: bool = True,
-             batch_size: int = 32) -> dict:
+             batch_size: int = 32, log=None) -> dict:
     """Gold recall@1/@k (source excluded) and, with `reader`, exact masked-span accuracy with retrieval,
-    with the null document alone and with the gold block alone, and retrieval utility."""
+    with the null document alone and with the gold block alone, and retrieval utility.
+    Progress: a bar with cfg.progress, else (with `log`) a line every 10 s."""
+    progress = Progress(len(queries), "evaluate", cfg, log, every=10.0)
+    try:
+        return _evaluate(model, index, queries, inputs, cfg, device, reader, batch_size, progress)
+    finally:
+        progress.close()
+
+
+def _evaluate(model, index, queries, inputs, cfg, device, reader, batch_size, progress: Progress) -> dict:
     was_training = model.training
     model.eval()
     n_search = max(cfg.k - 1, cfg.recall_k)
@@ -70,6 +90,7 @@ def evaluate(model: Realm, index: MipsIndex, queries, inputs: BlockInputs, cfg, 
     n_gold = 0
     for i in range(0, len(queries), batch_size):
         qs = queries[i:i + batch_size]
+        progress.update(len(qs))
         with autocast(cfg, device):
             q = embed_queries(model, qs, inputs.pad, device).float()  # (B, D)
         _, top = index.search(q, n_search, exclude=[x.source for x in qs])  # (B, n)
@@ -113,28 +134,52 @@ def evaluate(model: Realm, index: MipsIndex, queries, inputs: BlockInputs, cfg, 
 
 
 # ---- stage 1: warm starts -----------------------------------------------------------------------
-def warm_start(model: Realm, pool: QueryPool, blocks, inputs: BlockInputs, tokenizer, cfg, device, log=print) -> dict:
-    """The retriever warm start (cfg.warm_start: ict, salient or none), then the reader warm-up if asked for."""
+def warm_start(model: Realm, pool: QueryPool, blocks, inputs: BlockInputs, tokenizer, cfg, device, log=print,
+               run_dir=None, resume: bool = False, stop_after: tuple[str, int] | None = None) -> dict:
+    """The retriever warm start (cfg.warm_start: ict, salient or none), then the reader warm-up if asked for.
+
+    With `run_dir`, each stage writes log.jsonl rows and checkpoints to warmstart-checkpoint.pt (weights,
+    optimizer, random states; every cfg.checkpoint_every steps and at its end); with `resume`, a killed warm
+    start continues from that file. `stop_after` = (stage, step) raises Interrupted after that step's
+    checkpoint, as a crash would: for tests of resume."""
     from realm_lite.warmstart import train_reader_warmup, train_salient
 
-    result, t0 = {"warm_start": cfg.warm_start}, time.time()
+    result, ck = {"warm_start": cfg.warm_start}, None
+    path = Path(run_dir) / WARM_CHECKPOINT if run_dir is not None else None
+    if resume and path is not None and path.exists():
+        ck = load_checkpoint(path, "warm-start checkpoint", keys=("model", "result", *LOOP_KEYS))
+        load_weights(model, ck["model"], path)
+        result = ck["result"]
+        log(f"warm start: resumed {ck['stage']} at step {ck['step']} from {path.name}")
+
+    def save(state: dict) -> None:  # every stage's checkpoint: its loop, the whole model, the results so far
+        save_checkpoint({**state, "model": model.state_dict(), "result": result}, path)
+
+    def checkpoints(stage: str) -> Checkpoints | None:
+        return None if path is None else Checkpoints(
+            Path(run_dir), save, resume=ck if ck and ck["stage"] == stage else None,
+            stop_after=stop_after[1] if stop_after and stop_after[0] == stage else None)
+
     if cfg.warm_start == "none":
         log("warm start: none (cold start, a randomly initialised retriever)")
-    elif cfg.warm_start == "ict":
-        train_ids, heldout = split_heldout(blocks, 0.1, cfg.seed)
-        history = train_ict(model.retriever, blocks, tokenizer, cfg, device, block_ids=train_ids, log=log)
-        result.update(ict_recall(model.retriever, blocks, heldout, tokenizer, cfg, device))
-        log(f"ict: held-out recall@1 {result['ict_recall@1']:.3f}  recall@5 {result['ict_recall@5']:.3f} "
-            f"over {result['ict_queries']} sentences")
-    else:
-        history = train_salient(model, pool, blocks, inputs, cfg, device, log=log)
-    if cfg.warm_start != "none":
-        result.update(retriever_steps=cfg.ict_steps, retriever_seconds=round(time.time() - t0, 1),
+    elif ck is None or ck["stage"] == cfg.warm_start:  # else the retriever's stage was done before the kill
+        if cfg.warm_start == "ict":
+            train_ids, heldout = split_heldout(blocks, 0.1, cfg.seed)
+            history = train_ict(model.retriever, blocks, tokenizer, cfg, device, block_ids=train_ids, log=log,
+                                checkpoints=checkpoints("ict"))
+            result.update(ict_recall(model.retriever, blocks, heldout, tokenizer, cfg, device))
+            log(f"ict: held-out recall@1 {result['ict_recall@1']:.3f}  recall@5 {result['ict_recall@5']:.3f} "
+                f"over {result['ict_queries']} sentences")
+        else:
+            history = train_salient(model, pool, blocks, inputs, cfg, device, log=log,
+                                    checkpoints=checkpoints("salient"))
+        result.update(retriever_steps=cfg.ict_steps, retriever_seconds=history[-1]["seconds"] if history else 0.0,
                       in_batch_acc=history[-1]["in_batch_acc"] if history else None)
     if cfg.reader_warmup_steps:
-        t1 = time.time()
-        reader_history = train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=log)
-        result.update(reader_warmup_steps=cfg.reader_warmup_steps, reader_warmup_seconds=round(time.time() - t1, 1),
+        reader_history = train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=log,
+                                             checkpoints=checkpoints("reader_warmup"))
+        result.update(reader_warmup_steps=cfg.reader_warmup_steps,
+                      reader_warmup_seconds=reader_history[-1]["seconds"] if reader_history else 0.0,
                       reader_warmup_exact=reader_history[-1]["exact"] if reader_history else None)
     return result
 
@@ -171,90 +216,69 @@ def train_realm(model: Realm, pool: QueryPool, blocks, inputs: BlockInputs, toke
                 resume: bool = False, log=print, stop_after: int | None = None) -> list[dict]:
     """cfg.realm_steps steps of -log p(y|x), the index refreshed every cfg.refresh_every steps; returns the log.
 
-    `stop_after` ends the loop early (after a checkpoint), as a crash would: for tests of resume."""
+    Checkpoints to run_dir/checkpoint.pt; with `resume`, continues from it. `stop_after` raises Interrupted
+    after that step's checkpoint, as a crash would: for tests of resume."""
     run_dir = Path(run_dir)
     _check_something_trains(cfg)
-    params = [{"params": model.retriever.parameters(), "lr": cfg.retriever_lr},
-              {"params": model.reader.parameters(), "lr": cfg.reader_lr}]
-    opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
-    sched = get_linear_schedule_with_warmup(opt, cfg.warmup_steps, cfg.realm_steps)
     refresher = IndexRefresher(blocks, tokenizer, cfg, run_dir, mode=cfg.refresh_mode, device=device, log=log)
-    rng, history, window, step = random.Random(cfg.seed), [], [], 0  # window: steps since the last log line
-    ckpt_path = run_dir / "checkpoint.pt"
+    ckpt_path, ck = run_dir / "checkpoint.pt", None
     if resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        rng.setstate(ck["rng"])
-        torch.set_rng_state(ck["torch_rng"])
-        if ck.get("cuda_rng") is not None and device.type == "cuda":
-            torch.cuda.set_rng_state(ck["cuda_rng"], device)
-        step, history, window = ck["step"], ck["history"], ck["window"]
+        ck = load_checkpoint(ckpt_path, "REALM checkpoint",
+                             keys=("model", "scheduler", "index_file", "index_step", "index_version", *LOOP_KEYS[1:]))
+        load_weights(model, ck["model"], ckpt_path)
         index = MipsIndex.load(run_dir / ck["index_file"], expect_version=ck["index_version"],
                                expect_size=len(blocks), device=device, backend=cfg.index)
         refresher.adopt(index, ck["index_step"])
-        log(f"resumed at step {step} (index from step {ck['index_step']})")
-    else:
+        log(f"resumed at step {ck['step']} (index from step {ck['index_step']})")
+    params = [{"params": model.retriever.parameters(), "lr": cfg.retriever_lr},
+              {"params": model.reader.parameters(), "lr": cfg.reader_lr}]
+
+    def save(state: dict) -> None:
+        _checkpoint(state, model, refresher, run_dir)
+
+    loop = Loop("realm", cfg.realm_steps, params, cfg, weight_decay=cfg.weight_decay, warmup=cfg.warmup_steps,
+                clip=cfg.clip_norm, rng=random.Random(cfg.seed), device=device, log=log, desc="REALM",
+                summarize=_summarize, checkpoints=Checkpoints(run_dir, save, resume=ck, stop_after=stop_after))
+    if ck is None:
         refresher.request(model.retriever.embed_doc, 0)
     model.train()
-    bar = tqdm(total=cfg.realm_steps, initial=step, disable=not cfg.progress, file=sys.stderr, desc="REALM")
-    say = bar.write if cfg.progress and log is print else log  # log lines above the bar, not through it
-    t0, t_start = time.time(), step
-    with contextlib.ExitStack() as cleanup:  # on exit, even by an exception: the bar, the builder, the freezing
-        cleanup.callback(bar.close)
+    with contextlib.ExitStack() as cleanup:  # on exit, even by an exception: the builder, the freezing
         cleanup.callback(refresher.close)
         cleanup.enter_context(freeze_untrained(model, cfg))
-        while step < cfg.realm_steps:
-            if step % cfg.refresh_every == 0 and step > 0 and cfg.retriever_lr > 0:  # a frozen Embed_doc: never stale
-                refresher.request(model.retriever.embed_doc, step)  # snapshot of Embed_doc after `step` updates
-            refresher.poll(step)
-            queries = pool.sample(rng, cfg.batch_size)
+        for step in loop:
+            done = step - 1  # updates so far
+            if done % cfg.refresh_every == 0 and done > 0 and cfg.retriever_lr > 0:  # a frozen Embed_doc: never stale
+                refresher.request(model.retriever.embed_doc, done)  # snapshot of Embed_doc after `done` updates
+            refresher.poll(done)
+            queries = pool.sample(loop.rng, cfg.batch_size)
             with autocast(cfg, device):
                 out = realm_loss(model, queries, refresher.index, inputs, cfg.k, device)
-            opt.zero_grad(set_to_none=True)
+            loop.opt.zero_grad(set_to_none=True)
             out["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-            opt.step()
-            sched.step()
-            step += 1
-            bar.update(1)
-            window.append({"loss": out["loss"].item(), "token_acc": out["token_acc"], "ru": out["ru"],
-                           "gold_hits": out["gold_hits"], "gold_known": out["gold_known"],
-                           "staleness": refresher.staleness(step - 1)})
-            if step % cfg.log_every == 0 or step == cfg.realm_steps:
-                history.append(_summarize(window, step, (step - t_start) / (time.time() - t0), cfg))
-                window = []
-                r = history[-1]
-                say(f"realm step {step:5d}  loss {r['loss']:.3f}  token acc {r['token_acc']:.3f}  "
-                    f"RU {r['ru']:+.3f}  gold@{cfg.k - 1} {r['gold_recall']}  staleness {r['staleness']}  "
-                    f"{r['steps_per_s']:.2f} steps/s")
-            if step % cfg.checkpoint_every == 0 or step == cfg.realm_steps or step == stop_after:
-                _checkpoint(model, opt, sched, rng, step, history, window, refresher, run_dir, device)
-            if stop_after is not None and step >= stop_after:
-                break
-    return history
+            loop.step()
+            loop.record(**scalars(out), staleness=refresher.staleness(done))
+    return loop.history
 
 
-def _summarize(window: list[dict], step: int, steps_per_s: float, cfg) -> dict:
-    mean = lambda key: sum(w[key] for w in window) / len(window)  # noqa: E731
-    known = sum(w["gold_known"] for w in window)
-    return {"step": step, "loss": round(mean("loss"), 4), "token_acc": round(mean("token_acc"), 4),
-            "ru": round(mean("ru"), 4), "gold_recall": round(sum(w["gold_hits"] for w in window) / known, 3)
-            if known else None, "staleness": max(w["staleness"] for w in window),
-            "steps_per_s": round(steps_per_s, 2)}
+def _summarize(window: list[dict]) -> dict:
+    """The mean of each number realm_loss reports; gold recall over the queries with a known gold block; the
+    largest staleness."""
+    pooled = ("gold_hits", "gold_known", "staleness")
+    row = {k: round(sum(w[k] for w in window) / len(window), 4) for k in window[0] if k not in pooled}
+    known = sum(w.get("gold_known", 0) for w in window)
+    row["gold_recall"] = round(sum(w.get("gold_hits", 0) for w in window) / known, 3) if known else None
+    row["staleness"] = max(w["staleness"] for w in window)
+    return row
 
 
-def _checkpoint(model, opt, sched, rng, step, history, window, refresher, run_dir: Path, device) -> None:
+def _checkpoint(state: dict, model: Realm, refresher: IndexRefresher, run_dir: Path) -> None:
     """The index in use first (its own file), then the checkpoint that names it; older index files go last."""
     index_file = f"index/ckpt-{refresher.index_step}.pt"
     if not (run_dir / index_file).exists():
         refresher.index.save(run_dir / index_file)
-    _save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-           "rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
-           "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-           "step": step, "history": history, "window": window, "index_file": index_file, "index_step": refresher.index_step,
-           "index_version": refresher.index.version}, run_dir / "checkpoint.pt")
+    save_checkpoint({**state, "model": model.state_dict(), "index_file": index_file,
+                     "index_step": refresher.index_step, "index_version": refresher.index.version},
+                    run_dir / "checkpoint.pt")
     for old in (run_dir / "index").glob("ckpt-*.pt"):
         if old.name != Path(index_file).name:
             old.unlink(missing_ok=True)
@@ -302,7 +326,7 @@ def setup_run(spec: str, cfg, out_dir, resume: bool = False, log=print) -> RunPa
             spec = json.loads((out / "corpus.json").read_text()).get("corpus", spec)
         log(f"resuming {out} (config, tokenizer and blocks from the run)")
     else:
-        if (out / "checkpoint.pt").exists() or (out / "warmstart.pt").exists():
+        if any((out / name).exists() for name in ("checkpoint.pt", "warmstart.pt", WARM_CHECKPOINT)):
             raise FileExistsError(f"{out} already holds a pre-training run; pass --resume to continue it, "
                                   f"or choose another --out")
         prepared = prepare_corpus(spec, cfg, out)
@@ -318,43 +342,62 @@ def setup_run(spec: str, cfg, out_dir, resume: bool = False, log=print) -> RunPa
     return RunParts(cfg, spec, model, pool, blocks, inputs, tokenizer, eval_queries, device)
 
 
-def pretrain(spec: str, cfg, out_dir, resume: bool = False, log=print, stop_after: int | None = None) -> dict:
-    """Corpus -> warm start -> REALM -> evaluation; writes everything under `out_dir`, returns metrics."""
+def pretrain(spec: str, cfg, out_dir, resume: bool = False, log=print,
+             stop_after: int | tuple[str, int] | None = None) -> dict:
+    """Corpus -> warm start -> REALM -> evaluation; writes everything under `out_dir`, returns metrics.
+
+    `stop_after` ends the run early, as a crash would, for tests of resume: n = after REALM step n's
+    checkpoint; (stage, n) = after step n of "ict", "salient" or "reader_warmup", or ("realm", 0) = once
+    warmstart.pt is written. Returns {"stopped_at": stop_after} then."""
     out, t0 = Path(out_dir), time.time()
     if not resume:
         _check_something_trains(cfg)  # before the corpus and warm starts, not after them
+    stop = ("realm", stop_after) if isinstance(stop_after, int) else stop_after
     r = setup_run(spec, cfg, out, resume, log)
     cfg, spec, model, pool, blocks, inputs, tokenizer, eval_queries, device = (
         r.cfg, r.spec, r.model, r.pool, r.blocks, r.inputs, r.tokenizer, r.eval_queries, r.device)
-
-    warm_path = out / "warmstart.pt"
-    if resume and warm_path.exists():
-        saved = torch.load(warm_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(saved["model"])
-        warm = saved["result"]
-        log("warm start: loaded from warmstart.pt")
-    else:
-        warm = warm_start(model, pool, blocks, inputs, tokenizer, cfg, device, log)
-        index = build_index(model.retriever.embed_doc, blocks, tokenizer, cfg, device)
-        warm["eval"] = evaluate(model, index, eval_queries, inputs, cfg, device, reader=cfg.reader_warmup_steps > 0)
-        _save({"model": model.state_dict(), "result": warm}, warm_path)
-    log(f"after warm start: {_fmt(warm['eval'])}")
-
-    t1 = time.time()
-    history = train_realm(model, pool, blocks, inputs, tokenizer, cfg, out, device, resume, log, stop_after)
-    if stop_after is not None and stop_after < cfg.realm_steps:
+    try:
+        warm = _warm_start_once(r, out, resume, log, stop)
+        if stop == ("realm", 0):
+            raise Interrupted("stopped before REALM")
+        history = train_realm(model, pool, blocks, inputs, tokenizer, cfg, out, device, resume, log,
+                              stop[1] if stop and stop[0] == "realm" else None)
+    except Interrupted:
         return {"stopped_at": stop_after}
     index = build_index(model.retriever.embed_doc, blocks, tokenizer, cfg, device)
-    final = evaluate(model, index, eval_queries, inputs, cfg, device)
+    final = evaluate(model, index, eval_queries, inputs, cfg, device, log=log)
+    append_log(out, {"stage": "evaluate", "after": "REALM", **final})
     log(f"after REALM: {_fmt(final)}")
     metrics = {"preset": cfg.preset, "corpus": spec, "masking": cfg.masking, "warm_start": cfg.warm_start,
                "device": str(device), "blocks": len(blocks), "realm_steps": cfg.realm_steps,
                "after_warm_start": warm["eval"], "after_realm": final,
                "warm_start_details": {k: v for k, v in warm.items() if k not in ("eval", "history")},
-               "realm_seconds": round(time.time() - t1, 1), "total_seconds": round(time.time() - t0, 1),
-               "train_log": history[-1] if history else None}
+               "realm_seconds": history[-1]["seconds"] if history else 0.0,
+               "total_seconds": round(time.time() - t0, 1), "train_log": history[-1] if history else None}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def _warm_start_once(r: RunParts, out: Path, resume: bool, log, stop) -> dict:
+    """warmstart.pt's results, loaded (and its random state restored: REALM starts from the state the warm
+    start left), or the warm start run (resumed from warmstart-checkpoint.pt), evaluated and saved."""
+    warm_path = out / "warmstart.pt"
+    if resume and warm_path.exists():
+        saved = load_checkpoint(warm_path, "warm start", keys=("model", "result"))
+        load_weights(r.model, saved["model"], warm_path)
+        restore_rng(saved, r.device)
+        log(f"warm start: loaded from warmstart.pt; after it: {_fmt(saved['result']['eval'])}")
+        return saved["result"]
+    warm = warm_start(r.model, r.pool, r.blocks, r.inputs, r.tokenizer, r.cfg, r.device, log, run_dir=out,
+                      resume=resume, stop_after=stop)
+    index = build_index(r.model.retriever.embed_doc, r.blocks, r.tokenizer, r.cfg, r.device)
+    warm["eval"] = evaluate(r.model, index, r.eval_queries, r.inputs, r.cfg, r.device,
+                            reader=r.cfg.reader_warmup_steps > 0, log=log)
+    save_checkpoint({"model": r.model.state_dict(), "result": warm, **rng_states(r.device)}, warm_path)
+    (out / WARM_CHECKPOINT).unlink(missing_ok=True)
+    append_log(out, {"stage": "evaluate", "after": "warm start", **warm["eval"]})
+    log(f"after warm start: {_fmt(warm['eval'])}")
+    return warm
 
 
 def _fmt(m: dict) -> str:

@@ -14,13 +14,13 @@ REALM starts from BERT and an ICT-trained retriever. At laptop scale, from scrat
 from __future__ import annotations
 
 import random
-import time
 
 import torch
 import torch.nn.functional as F
 
 from realm_lite.marginal import join_inputs, pad_targets, sequence_log_prob
 from realm_lite.realm import BlockInputs, Query, embed_queries
+from realm_lite.training import Checkpoints, Loop
 
 
 class SalientIndex:
@@ -47,20 +47,21 @@ class SalientIndex:
 
 
 def train_salient(model, pool, blocks, inputs: BlockInputs, cfg, device, log=print, steps: int | None = None,
-                  seed: int | None = None) -> list[dict]:
+                  seed: int | None = None, checkpoints: Checkpoints | None = None) -> list[dict]:
     """cfg.ict_steps (or `steps`) steps of the salient co-occurrence warm start (batch cfg.ict_batch, lr cfg.ict_lr).
 
-    `seed` (default cfg.seed) seeds the sampling: a different one continues training on fresh batches."""
+    `seed` (default cfg.seed) seeds the sampling: a different one continues training on fresh batches.
+    With `checkpoints`, log.jsonl rows and checkpoints (see realm_lite.training)."""
     from realm_lite.masking import get_tagger
 
     steps = cfg.ict_steps if steps is None else steps
     index = SalientIndex(blocks, get_tagger()[1])
     spans_of = {(bi, text): spans for bi, text, spans in pool.train}
     rng = random.Random(cfg.seed if seed is None else seed)
-    opt = torch.optim.AdamW(model.retriever.parameters(), lr=cfg.ict_lr)
     model.retriever.train()
-    history, t0 = [], time.time()
-    for step in range(1, steps + 1):
+    loop = Loop("salient", steps, model.retriever.parameters(), cfg, lr=cfg.ict_lr, clip=1.0, rng=rng, device=device,
+                log=log, desc="salient warm start", checkpoints=checkpoints)
+    for _ in loop:
         queries, positives, used, tries = [], [], set(), 0
         while len(queries) < cfg.ict_batch and tries < 50 * cfg.ict_batch:
             tries += 1
@@ -79,26 +80,21 @@ def train_salient(model, pool, blocks, inputs: BlockInputs, cfg, device, log=pri
         logits = model.retriever.relevance(x, z)  # (B, B)
         target = torch.arange(len(queries), device=logits.device)
         loss = F.cross_entropy(logits, target)
-        opt.zero_grad()
+        loop.opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.retriever.parameters(), 1.0)
-        opt.step()
-        if step % cfg.log_every == 0 or step == steps:
-            acc = (logits.argmax(-1) == target).float().mean().item()
-            history.append({"step": step, "loss": round(loss.item(), 4), "in_batch_acc": round(acc, 4),
-                            "steps_per_s": round(step / (time.time() - t0), 2)})
-            log(f"salient warm start step {step:5d}  loss {loss.item():.3f}  in-batch acc {acc:.3f}  "
-                f"{history[-1]['steps_per_s']:.1f} steps/s")
-    return history
+        loop.step()
+        loop.record(loss=loss.item(), in_batch_acc=(logits.argmax(-1) == target).float().mean().item())
+    return loop.history
 
 
-def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print) -> list[dict]:
+def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print,
+                        checkpoints: Checkpoints | None = None) -> list[dict]:
     """cfg.reader_warmup_steps steps of -log p(y|z,x), lr cfg.reader_warmup_lr, with z chosen by cfg.reader_warmup_z:
     "own" = x's own block minus x; "salient" = another block holding both y and another salient span of x;
     "mixed" = half of each batch of each kind (own blocks teach copying the block's subject, evidence blocks
     copying a related span, which is what REALM's gold blocks ask for); "own-then-mixed" = the first
     cfg.reader_warmup_own_frac of the steps "own", the rest "mixed" (copying is discovered on the easy own-block
-    copies first)."""
+    copies first). With `checkpoints`, log.jsonl rows and checkpoints (see realm_lite.training)."""
     rng = random.Random(cfg.seed + 7)
     evidence = _evidence_sampler(pool, blocks, rng) if cfg.reader_warmup_z != "own" else None
     half = cfg.batch_size // 2
@@ -113,10 +109,11 @@ def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print) 
     n_own_of = {"own": own_only, "salient": lambda step: 0, "mixed": lambda step: half,
                 "own-then-mixed": lambda step: cfg.batch_size if step <= n_own_steps else half,
                 }[cfg.reader_warmup_z]
-    opt = torch.optim.AdamW(model.reader.parameters(), lr=cfg.reader_warmup_lr, weight_decay=cfg.weight_decay)
     model.reader.train()
-    history, t0 = [], time.time()
-    for step in range(1, cfg.reader_warmup_steps + 1):
+    loop = Loop("reader_warmup", cfg.reader_warmup_steps, model.reader.parameters(), cfg, lr=cfg.reader_warmup_lr,
+                weight_decay=cfg.weight_decay, clip=cfg.clip_norm, rng=rng, device=device, log=log,
+                desc="reader warm-up", checkpoints=checkpoints)
+    for step in loop:
         n_own = n_own_of(step)
         queries, rest = own(n_own)
         if n_own < cfg.batch_size:
@@ -138,17 +135,12 @@ def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print) 
                                device=device)
         logp = model.reader.token_log_probs(**enc, masked_positions=pos)  # (B, M, V)
         loss = -sequence_log_prob(logp, tgt).mean()  # -log p(y | z, x)
-        opt.zero_grad()
+        loop.opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.reader.parameters(), cfg.clip_norm)
-        opt.step()
-        if step % cfg.log_every == 0 or step == cfg.reader_warmup_steps:
-            exact = (((logp.argmax(-1) == tgt) | (tgt == -100)).all(-1)).float().mean().item()
-            history.append({"step": step, "loss": round(loss.item(), 4), "exact": round(exact, 4),
-                            "steps_per_s": round(step / (time.time() - t0), 2)})
-            log(f"reader warm-up step {step:5d}  loss {loss.item():.3f}  exact span {exact:.3f}  "
-                f"{history[-1]['steps_per_s']:.1f} steps/s")
-    return history
+        loop.step()
+        exact = ((logp.argmax(-1) == tgt) | (tgt == -100)).all(-1).float().mean().item()  # whole span right
+        loop.record(loss=loss.item(), exact=exact)
+    return loop.history
 
 
 def _evidence_sampler(pool, blocks, rng: random.Random):

@@ -134,21 +134,124 @@ def test_freeze_untrained_freezes_lr_0_modules_in_eval_mode_and_restores_them(cf
     assert not any(p.requires_grad for p in model.retriever.embed_doc.parameters())
 
 
-def test_resume_reaches_the_same_result(cfg, tokenizer, tmp_path):
-    tokenizer.save_pretrained(str(tmp_path / "tok"))  # both runs share it: WordPiece training is not deterministic
-    c = cfg.replace(**TINY, tokenizer=str(tmp_path / "tok"))
-    full = pretrain("world", c, tmp_path / "full", log=lambda s: None)
-    stopped = pretrain("world", c, tmp_path / "split", log=lambda s: None, stop_after=3)
-    assert stopped == {"stopped_at": 3} and _state(tmp_path / "split")["step"] == 3
-    resumed = pretrain("world", c, tmp_path / "split", resume=True, log=lambda s: None)
-    a, b = _state(tmp_path / "full"), _state(tmp_path / "split")
-    timeless = lambda h: [{k: v for k, v in r.items() if k != "steps_per_s"} for r in h]  # noqa: E731
-    assert a["step"] == b["step"] == 6 and timeless(a["history"]) == timeless(b["history"])
+# Dropout on and the reader training: a resumed run must restore the random state to draw the same masks.
+RESUME = dict(TINY, dropout=0.1, reader_lr=5e-4, warm_start="salient", ict_steps=4, ict_batch=8, reader_warmup_steps=4,
+              checkpoint_every=2)
+
+
+def _timeless(rows):
+    return [{k: v for k, v in r.items() if k not in ("steps_per_s", "seconds")} for r in rows]
+
+
+def _log(run):
+    return _timeless(json.loads(line) for line in (run / "log.jsonl").read_text().splitlines())
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(cfg, tokenizer, tmp_path_factory):
+    """(config, the run's directory, its metrics): the RESUME recipe run from start to end."""
+    d = tmp_path_factory.mktemp("resume")
+    tokenizer.save_pretrained(str(d / "tok"))  # every run shares it: WordPiece training is not deterministic
+    c = cfg.replace(**RESUME, tokenizer=str(d / "tok"))
+    return c, d / "full", pretrain("world", c, d / "full", log=lambda s: None)
+
+
+@pytest.mark.parametrize("stop", [("salient", 3), ("reader_warmup", 1), ("realm", 0), 3],
+                         ids=["in-salient-warm-start", "in-reader-warm-up", "before-realm", "in-realm"])
+def test_a_run_killed_and_resumed_ends_with_the_same_weights(uninterrupted, stop, tmp_path):
+    c, full_dir, full = uninterrupted
+    run = tmp_path / "run"
+    assert pretrain("world", c, run, log=lambda s: None, stop_after=stop) == {"stopped_at": stop}
+    if stop == 3:
+        assert _state(run)["step"] == 3
+    elif stop == ("realm", 0):
+        assert (run / "warmstart.pt").exists() and not (run / "checkpoint.pt").exists()
+    else:
+        ck = torch.load(run / "warmstart-checkpoint.pt", weights_only=True)
+        assert (ck["stage"], ck["step"]) == stop and not (run / "warmstart.pt").exists()
+    resumed = pretrain("world", c, run, resume=True, log=lambda s: None)
+    a, b = _state(full_dir), _state(run)
+    assert a["step"] == b["step"] == c.realm_steps and _timeless(a["history"]) == _timeless(b["history"])
+    assert a["model"].keys() == b["model"].keys()
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     assert full["after_realm"] == resumed["after_realm"]
-    m = json.loads((tmp_path / "split" / "metrics.json").read_text())
+    assert _log(full_dir) == _log(run)  # rows logged after the last checkpoint are not repeated
+    assert not (run / "warmstart-checkpoint.pt").exists()
+
+
+def test_the_log_holds_every_stage_and_the_checkpoints_load_weights_only(uninterrupted):
+    c, full_dir, full = uninterrupted
+    rows = [json.loads(line) for line in (full_dir / "log.jsonl").read_text().splitlines()]
+    stages = [r["stage"] for r in rows]
+    assert stages == ["salient"] * 2 + ["reader_warmup"] * 2 + ["evaluate"] + ["realm"] * 3 + ["evaluate"]
+    assert [r["step"] for r in rows if r["stage"] == "realm"] == [2, 4, 6]
+    assert {"loss", "token_acc", "ru", "gold_recall", "staleness", "steps_per_s", "seconds"} <= set(rows[5])
+    assert rows[-1] == {"stage": "evaluate", "after": "REALM", **full["after_realm"]}
+    for name in ("warmstart.pt", "checkpoint.pt"):
+        torch.load(full_dir / name, weights_only=True)  # plain tensors, numbers and containers only
+    m = json.loads((full_dir / "metrics.json").read_text())
     assert {"recall@1", "recall@5", "acc_retrieval", "acc_null", "acc_gold", "ru"} <= set(m["after_realm"])
+
+
+def test_ict_resumes_from_its_checkpoint(blocks, tokenizer, cfg, tmp_path):
+    """train_ict killed after step 2 of 4 and resumed: the same weights and log as 4 steps in one go."""
+    from realm_lite.ict import train_ict
+    from realm_lite.retriever import Retriever
+    from realm_lite.training import Checkpoints, Interrupted, load_checkpoint, save_checkpoint
+
+    c = cfg.replace(dropout=0.1, ict_steps=4, ict_batch=8, log_every=1, checkpoint_every=100)
+
+    def run(d, stop_after=None, resume=None):
+        torch.manual_seed(0)
+        r = Retriever(c, len(tokenizer))
+        if resume:
+            r.load_state_dict(resume["model"])
+        save = lambda state: save_checkpoint({**state, "model": r.state_dict()}, d / "ict.pt")  # noqa: E731
+        hist = train_ict(r, blocks, tokenizer, c, log=lambda s: None,
+                         checkpoints=Checkpoints(d, save, resume=resume, stop_after=stop_after))
+        return r, hist
+
+    full, hist = run(tmp_path / "full")
+    with pytest.raises(Interrupted):
+        run(tmp_path / "part", stop_after=2)
+    torch.manual_seed(123)  # whatever state the process is in: the checkpoint's is restored
+    again, hist_again = run(tmp_path / "part", resume=load_checkpoint(tmp_path / "part" / "ict.pt"))
+    assert _timeless(hist) == _timeless(hist_again) and len(hist) == 4
+    for (name, p), q in zip(full.named_parameters(), again.parameters()):
+        assert torch.equal(p, q), name
+    assert _log(tmp_path / "full") == _log(tmp_path / "part")
+
+
+@pytest.mark.parametrize("name, damage, why", [
+    ("checkpoint.pt", "truncate", "truncated or corrupt"),
+    ("checkpoint.pt", "bytes", "not a torch file"),
+    ("checkpoint.pt", "foreign", "no model"),
+    ("warmstart.pt", "bytes", "not a torch file"),
+    ("warmstart.pt", "empty", "truncated or corrupt"),
+    ("checkpoint.pt", "other-model", "weights do not fit"),
+])
+def test_cli_resume_names_a_damaged_checkpoint(uninterrupted, tmp_path, capsys, name, damage, why):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted[1], run)
+    path = run / name
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+    elif damage == "bytes":
+        path.write_bytes(random.Random(0).randbytes(4096))
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "foreign":
+        torch.save({"weights": torch.zeros(3)}, path)
+    else:
+        ck = torch.load(path, weights_only=True)
+        torch.save({**ck, "model": {"w": torch.zeros(2)}}, path)
+    assert main(["pretrain", "--out", str(run), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("realm-lite pretrain: error: ") and str(path) in err and why in err, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
 
 
 def test_resume_rejects_a_corrupt_or_mismatched_index(cfg, tmp_path):

@@ -92,11 +92,13 @@ def test_finetune_resume_reaches_the_same_result(run, tmp_path):
     finetune(part, examples, tmp_path / "part", log=lambda s: None, stop_after=2)
     again = load_system(tmp_path / "part", log=lambda s: None)
     finetune(again, examples, tmp_path / "part", resume=True, log=lambda s: None)
-    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
-    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
     assert a["step"] == b["step"] == 4
-    timeless = lambda h: [{k: v for k, v in r.items() if k != "steps_per_s"} for r in h]  # noqa: E731
+    timeless = lambda h: [{k: v for k, v in r.items() if k not in ("steps_per_s", "seconds")} for r in h]  # noqa: E731
     assert timeless(a["history"]) == timeless(b["history"])
+    logs = [[json.loads(line) for line in (tmp_path / d / "log.jsonl").read_text().splitlines()] for d in ("full", "part")]
+    assert timeless(logs[0]) == timeless(logs[1]) and [r["step"] for r in logs[0]] == [2, 4]
     for k in a["model"]:
         assert torch.allclose(a["model"][k], b["model"][k], atol=1e-6), k
 
@@ -161,3 +163,34 @@ def test_cli_finetune_evaluate_update(run, tmp_path, capsys):
     assert "not a realm-lite QA run" in capsys.readouterr().err
     assert main(["finetune", "--init", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
     assert "nothing" in capsys.readouterr().err
+
+
+def test_cli_finetune_and_evaluate_name_a_damaged_checkpoint_or_a_missing_run(run, tmp_path, capsys):
+    import random
+    import shutil
+
+    sets = [f"{k}={v}" for k, v in QA_TINY.items()]
+    good = tmp_path / "good"
+    assert main(["finetune", "--init", str(run), "--system", "closed-book", "--out", str(good), "--set", *sets]) == 0
+    capsys.readouterr()
+    missing = tmp_path / "missing"
+    assert main(["finetune", "--init", str(run), "--out", str(missing), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("realm-lite finetune: error: ") and str(missing) in err and "nothing to resume" in err
+    assert not missing.exists()
+    for damage, why in (("truncate", "truncated or corrupt"), ("bytes", "not a torch file"), ("foreign", "no model")):
+        qa_dir = tmp_path / damage
+        shutil.copytree(good, qa_dir)
+        path = qa_dir / "checkpoint.pt"
+        if damage == "truncate":
+            path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+        elif damage == "bytes":
+            path.write_bytes(random.Random(0).randbytes(4096))
+        else:
+            torch.save({"weights": torch.zeros(3)}, path)
+        for cmd, argv in (("evaluate", ["evaluate", "--model", str(qa_dir)]),
+                          ("finetune", ["finetune", "--init", str(run), "--out", str(qa_dir), "--resume"])):
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"realm-lite {cmd}: error: ") and str(path) in err and why in err, err
+            assert "Traceback" not in err and len(err.splitlines()) == 1
