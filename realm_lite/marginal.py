@@ -13,6 +13,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from transformers import BertModel
 
+from realm_lite.batching import join, pad
+
 
 class KnowledgeAugmentedEncoder(nn.Module):
     """BERT over `[CLS] x [SEP] z [SEP]` with an MLM head tied to the word embeddings."""
@@ -55,32 +57,15 @@ def join_inputs(x_ids: list[list[int]], z_ids: list[list[list[int]]], sep_id: in
     """`[CLS] x [SEP] z [SEP]` for every query b and each of its K candidates: tensors of shape (B*K, L).
 
     `x_ids[b]` already holds `[CLS] ... [SEP]` with masks applied; `z_ids[b][k]` is a block body's
-    wordpieces (an empty list is the null document ∅). Masked positions are unchanged by the join.
+    wordpieces (an empty list is the null document ∅), cut to `max_z`. Masked positions are unchanged by the join.
     """
-    rows, types = [], []
-    for x, zs in zip(x_ids, z_ids):
-        for z in zs:
-            z = list(z[:max_z])
-            rows.append(list(x) + z + [sep_id])
-            types.append([0] * len(x) + [1] * (len(z) + 1))
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    tt = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (r, t) in enumerate(zip(rows, types)):
-        ids[i, :len(r)] = torch.tensor(r)
-        tt[i, :len(t)] = torch.tensor(t)
-    return {"input_ids": ids.to(device), "attention_mask": (ids != pad_id).long().to(device),
-            "token_type_ids": tt.to(device)}
+    pairs = [(x, z[:max_z]) for x, zs in zip(x_ids, z_ids) for z in zs]
+    return join([x for x, _ in pairs], [z for _, z in pairs], sep_id, pad_id, device)
 
 
 def pad_targets(positions: list[list[int]], targets: list[list[int]], repeat: int = 1, device=None):
     """Masked positions and targets padded to (B*repeat, M); padded targets are -100."""
-    m = max(len(p) for p in positions)
-    pos = torch.zeros((len(positions), m), dtype=torch.long)
-    tgt = torch.full((len(positions), m), -100, dtype=torch.long)
-    for i, (p, t) in enumerate(zip(positions, targets)):
-        pos[i, :len(p)] = torch.tensor(p)
-        tgt[i, :len(t)] = torch.tensor(t)
+    pos, tgt = pad(positions, 0), pad(targets, -100)  # (B, M)
     return pos.repeat_interleave(repeat, 0).to(device), tgt.repeat_interleave(repeat, 0).to(device)
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from realm_lite.batching import encoder_inputs
 from realm_lite.marginal import (KnowledgeAugmentedEncoder, join_inputs, marginal_log_likelihood, pad_targets,
                                  sequence_log_prob)
 from realm_lite.retriever import Retriever, build_bert
@@ -56,23 +57,12 @@ class BlockInputs:
     def doc_batch(self, ids: list[int], device, null: bool = False) -> dict:
         """Embed_doc inputs for blocks `ids` (plus ∅ first when `null`): (N, L) tensors."""
         rows = ([self.null_doc] if null else []) + [self.doc_ids[i] for i in ids]
-        return pad_rows(rows, self.pad, device)
-
-
-def pad_rows(rows: list[list[int]], pad_id: int, device=None) -> dict:
-    """A list of id lists as padded `input_ids` and `attention_mask`: (N, L)."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, :len(r)] = 1
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+        return encoder_inputs(rows, self.pad, device=device)
 
 
 def embed_queries(model: Realm, queries: list[Query], pad_id: int, device) -> torch.Tensor:
     """Embed_input(x) for masked sentences: (B, D)."""
-    return model.retriever.embed_input(**pad_rows([q.example.input_ids for q in queries], pad_id, device))
+    return model.retriever.embed_input(**encoder_inputs([q.example.input_ids for q in queries], pad_id, device=device))
 
 
 def retrieve(model: Realm, queries: list[Query], index, inputs: BlockInputs, k: int, device):

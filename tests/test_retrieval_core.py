@@ -81,6 +81,19 @@ def test_doc_input_is_cls_title_sep_body_sep(tokenizer, cfg):
     assert toks[0] == "[CLS]" and toks.count("[SEP]") == 2 and toks[-1] == "[SEP]"
 
 
+def test_join_and_pad_by_hand():
+    """join_BERT(x, z) = `[CLS] x [SEP] z [SEP]`, types 0 over x and 1 over `z [SEP]`, padded on the right."""
+    from realm_lite.batching import join, pad
+
+    enc = join([[101, 7, 102], [101, 102]], [[5, 6], []], sep_id=102, pad_id=0)  # the second z is ∅
+    assert enc["input_ids"].tolist() == [[101, 7, 102, 5, 6, 102], [101, 102, 102, 0, 0, 0]]
+    assert enc["token_type_ids"].tolist() == [[0, 0, 0, 1, 1, 1], [0, 0, 1, 0, 0, 0]]
+    assert enc["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]]
+    assert pad([[3], [4, 5, 6]], -100).tolist() == [[3, -100, -100], [4, 5, 6]]
+    with pytest.raises(ValueError, match="2 queries x for 1 blocks"):
+        join([[1], [2]], [[3]], 102, 0)
+
+
 def test_ict_pair_removes_sentence(blocks):
     block = next(b for b in blocks if len(b.sentences) >= 3)
     q, ctx = ict_pair(block, random.Random(0), remove_prob=1.0)
