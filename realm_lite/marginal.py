@@ -2,6 +2,7 @@
 
     p(y | z, x) = prod_j p(y_j | z, x),   p(y_j | z, x) ∝ exp(w_j^T BERT_MASK(j)(join_BERT(x, z_body)))
     log p(y | x) = logsumexp_z [ log p(z | x) + log p(y | z, x) ]      over the top k and the null document ∅
+    RU(z)        = log p(y | z, x) - log p(y | ∅, x)                   retrieval utility of one document z
 
 The MLM head is computed only at the masked positions: for a small model the vocabulary
 projection over every position would cost more than the encoder itself.
@@ -75,6 +76,18 @@ def marginal_log_likelihood(scores: torch.Tensor, log_p_y_given_zx: torch.Tensor
     return torch.logsumexp(log_p_z + log_p_y_given_zx, dim=-1)  # (B,)
 
 
-def retrieval_utility(log_p_y_given_x: torch.Tensor, log_p_y_given_null: torch.Tensor) -> torch.Tensor:
-    """RU = log p(y|x) - log p(y|∅,x): how much the retrieved documents help over the null document."""
-    return log_p_y_given_x - log_p_y_given_null
+def retrieval_utility(log_p_y_zx: torch.Tensor) -> torch.Tensor:
+    """RU(z) = log p(y|z,x) - log p(y|∅,x) of each retrieved document (the paper's analysis): (B, K) with
+    column 0 the null document ∅ -> (B, K-1) for z_1..z_{K-1}. Positive where z helps more than no document."""
+    return log_p_y_zx[:, 1:] - log_p_y_zx[:, :1]
+
+
+def top_retrieval_utility(scores: torch.Tensor, log_p_y_zx: torch.Tensor) -> torch.Tensor:
+    """RU of the retrieved document with the highest f(x, z) (∅ in column 0 not counted): (B, K), (B, K) -> (B,)."""
+    best = scores[:, 1:].argmax(-1, keepdim=True)  # (B, 1)
+    return retrieval_utility(log_p_y_zx).gather(1, best).squeeze(1)
+
+
+def marginal_gain(scores: torch.Tensor, log_p_y_zx: torch.Tensor) -> torch.Tensor:
+    """log p(y|x) - log p(y|∅,x): what the whole mixture over [∅, z_1..z_{K-1}] gains over ∅ alone: (B, K) -> (B,)."""
+    return marginal_log_likelihood(scores, log_p_y_zx) - log_p_y_zx[:, 0]

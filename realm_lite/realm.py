@@ -18,8 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from realm_lite.batching import encoder_inputs
-from realm_lite.marginal import (KnowledgeAugmentedEncoder, join_inputs, marginal_log_likelihood, pad_targets,
-                                 sequence_log_prob)
+from realm_lite.marginal import (KnowledgeAugmentedEncoder, join_inputs, marginal_gain, marginal_log_likelihood,
+                                 pad_targets, sequence_log_prob, top_retrieval_utility)
 from realm_lite.retriever import Retriever, build_bert
 
 
@@ -94,7 +94,8 @@ def read(model: Realm, queries: list[Query], candidates: list[list[int]], inputs
 
 
 def realm_loss(model: Realm, queries: list[Query], index, inputs: BlockInputs, k: int, device) -> dict:
-    """-log p(y|x) over [∅ + top k-1], with what the training log reports."""
+    """-log p(y|x) over [∅ + top k-1], with what the training log reports: masked-token accuracy, the retrieval
+    utility RU(z_1) of the best-scored block, the marginal gain log p(y|x) - log p(y|∅,x) and gold hits."""
     top, scores = retrieve(model, queries, index, inputs, k, device)  # (B, K-1), (B, K)
     candidates = [[-1] + row for row in top.tolist()]
     tok_logp, tgt = read(model, queries, candidates, inputs, device)  # (B, K, M, V), (B, K, M)
@@ -106,7 +107,9 @@ def realm_loss(model: Realm, queries: list[Query], index, inputs: BlockInputs, k
         valid = tgt[:, 0] != -100
         token_acc = ((pred == tgt[:, 0]) & valid).sum().item() / max(1, valid.sum().item())
         gold = [(q.gold is not None, bool(q.gold and set(row) & q.gold)) for q, row in zip(queries, top.tolist())]
-    return {"loss": -log_p_y.mean(), "token_acc": token_acc, "ru": (log_p_y - log_p_y_zx[:, 0]).mean().item(),
+        ru = top_retrieval_utility(scores, log_p_y_zx).mean().item()  # RU(z_1), z_1 = argmax f(x, z)
+        gain = marginal_gain(scores.float(), log_p_y_zx).mean().item()  # log p(y|x) - log p(y|∅,x)
+    return {"loss": -log_p_y.mean(), "token_acc": token_acc, "ru": ru, "gain": gain,
             "gold_hits": sum(h for known, h in gold if known), "gold_known": sum(known for known, _ in gold),
             "top": top, "scores": scores.detach()}
 

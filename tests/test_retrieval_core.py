@@ -1,4 +1,5 @@
 """The retrieval core: retriever towers, ICT, MIPS index, marginal likelihood, index refresh."""
+import math
 import random
 
 import pytest
@@ -6,8 +7,8 @@ import torch
 
 from realm_lite.corpus import make_blocks, world_passages
 from realm_lite.ict import ict_pair, train_ict
-from realm_lite.marginal import (KnowledgeAugmentedEncoder, join_inputs, marginal_log_likelihood, pad_targets,
-                                 retrieval_utility)
+from realm_lite.marginal import (KnowledgeAugmentedEncoder, join_inputs, marginal_gain, marginal_log_likelihood,
+                                 pad_targets, retrieval_utility, top_retrieval_utility)
 from realm_lite.masking import mask_salient_span, sentence_spans
 from realm_lite.mips import MipsIndex, fingerprint
 from realm_lite.refresh import IndexRefresher
@@ -175,7 +176,66 @@ def test_gradient_identity():
     p_z = torch.softmax(f.detach(), -1)
     expected = (log_p_y_z.exp() / ll.detach().exp().unsqueeze(1) - 1) * p_z
     assert torch.allclose(f.grad, expected)
-    assert torch.allclose(retrieval_utility(ll, log_p_y_z[:, 0]), ll - log_p_y_z[:, 0])
+
+
+def test_retrieval_utility_and_marginal_gain_by_hand():
+    """RU(z) = log p(y|z,x) - log p(y|∅,x) per document; the gain is log p(y|x) - log p(y|∅,x)."""
+    p_y = [0.1, 0.4, 0.05]  # p(y|z,x) for [∅, z_1, z_2]
+    f = [0.0, 2.0, 1.0]  # f(x, z)
+    log_p_y_zx, scores = torch.tensor([p_y]).log(), torch.tensor([f])
+    ru = retrieval_utility(log_p_y_zx)
+    assert ru.shape == (1, 2) and torch.allclose(ru, torch.tensor([[math.log(4.0), math.log(0.5)]]))
+    p_z = [math.exp(v) / sum(math.exp(u) for u in f) for v in f]
+    p_y_x = sum(a * b for a, b in zip(p_z, p_y))  # 0.4 * 0.665 + ... = 0.3038
+    assert math.isclose(marginal_gain(scores, log_p_y_zx).item(), math.log(p_y_x / 0.1), rel_tol=1e-5)
+    # RU of the best-scored retrieved block; ∅'s own score is not a candidate for it
+    assert math.isclose(top_retrieval_utility(scores, log_p_y_zx).item(), math.log(4.0), rel_tol=1e-5)
+    assert math.isclose(top_retrieval_utility(torch.tensor([[9.0, 1.0, 2.0]]), log_p_y_zx).item(), math.log(0.5),
+                        rel_tol=1e-5)
+    two = retrieval_utility(torch.tensor([[-3.0, -1.0, -5.0, -3.0], [-2.0, -2.0, -0.5, -7.0]]))
+    assert two.tolist() == [[2.0, -2.0, 0.0], [0.0, 1.5, -5.0]]
+
+
+def _naive_log_p_y(model, query, body: list[int], sep_id: int) -> float:
+    """log p(y | z, x) of one query and one block body (empty: ∅), the input and the sum written out."""
+    ids = list(query.example.input_ids) + body + [sep_id]
+    types = [0] * len(query.example.input_ids) + [1] * (len(body) + 1)
+    logp = model.reader.token_log_probs(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long),
+                                        torch.tensor([types]), torch.tensor([query.example.masked_positions]))[0]
+    return sum(logp[j, t].item() for j, t in enumerate(query.example.target_ids))
+
+
+def test_realm_loss_and_evaluate_report_ru_of_the_best_block_the_gain_and_ru_of_the_gold_block(
+        blocks, world, tokenizer, cfg):
+    from realm_lite.pretrain import evaluate
+    from realm_lite.queries import QueryPool
+    from realm_lite.realm import BlockInputs, Realm, realm_loss
+    from realm_lite.refresh import build_index
+
+    torch.manual_seed(0)
+    model = Realm(cfg, len(tokenizer)).eval()  # no dropout: the naive reads below see the same model
+    inputs, pool = BlockInputs(blocks, tokenizer, cfg.block_len), QueryPool(blocks, tokenizer, cfg, world)
+    index = build_index(model.retriever.embed_doc, blocks, tokenizer, cfg)
+    sep = tokenizer.sep_token_id
+    queries = pool.sample(random.Random(1), 3)
+    with torch.no_grad():
+        out = realm_loss(model, queries, index, inputs, k=4, device="cpu")
+        ru, gain = [], []
+        for q, row, f in zip(queries, out["top"].tolist(), out["scores"].tolist()):
+            lp = [_naive_log_p_y(model, q, [], sep)] + [_naive_log_p_y(model, q, inputs.body_ids[j], sep) for j in row]
+            best = max(range(1, 4), key=lambda c: f[c])
+            ru.append(lp[best] - lp[0])
+            p_z = [math.exp(v - max(f)) / sum(math.exp(u - max(f)) for u in f) for v in f]
+            gain.append(math.log(sum(a * math.exp(b) for a, b in zip(p_z, lp))) - lp[0])
+        assert math.isclose(out["ru"], sum(ru) / 3, abs_tol=1e-4) and math.isclose(out["gain"], sum(gain) / 3,
+                                                                                      abs_tol=1e-4)
+        held = pool.evaluation(6)
+        m = evaluate(model, index, held, inputs, cfg, torch.device("cpu"))
+        gold = [_naive_log_p_y(model, q, inputs.body_ids[min(q.gold)], sep) - _naive_log_p_y(model, q, [], sep)
+                for q in held if q.gold]
+        assert len(gold) == m["queries_with_gold"] == 6
+        assert math.isclose(m["ru_gold"], sum(gold) / len(gold), abs_tol=1e-3)
+        assert {"ru", "gain", "ru_gold"} <= set(m)
 
 
 def test_knowledge_augmented_encoder_with_null_document(blocks, tokenizer, cfg):
