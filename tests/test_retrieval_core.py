@@ -138,6 +138,25 @@ def test_faiss_agrees_with_exact(backend, min_overlap):
     assert all(not (set(row.tolist()) & ex) for row, ex in zip(ib, exclude))
 
 
+def test_ivf_rows_with_fewer_than_k_results_are_completed_by_exact_search():
+    """IVF probing one list finds fewer than k blocks for some queries (FAISS pads with -1): never -1 comes back."""
+    emb, q = _clustered(), _clustered(20, seed=1)
+    ivf = MipsIndex(emb, "ivf", nprobe=1)
+    _, raw = ivf._faiss_index.search(q.numpy(), 30)
+    short = (raw < 0).any(1)
+    assert 0 < short.sum() < 20  # the case under test happens, and not for every row
+    exclude = torch.randint(0, len(emb), (20,))
+    for excl in (None, exclude):
+        s, i = ivf.search(q, 30, exclude=excl)
+        assert (i >= 0).all() and torch.isfinite(s).all()
+        es, ei = MipsIndex(emb, "exact").search(q, 30, exclude=excl)
+        rows = torch.from_numpy(short)
+        assert torch.equal(i[rows], ei[rows]) and torch.allclose(s[rows], es[rows])  # the short rows: exact
+        assert torch.equal(s, s.sort(dim=1, descending=True).values)
+        if excl is not None:
+            assert not (i == excl.unsqueeze(1)).any()
+
+
 def test_index_save_load_and_mismatch(tmp_path):
     emb = _clustered()
     MipsIndex(emb, "exact", version="v1").save(tmp_path / "i.pt")
