@@ -85,7 +85,7 @@ def evaluate(model: Realm, index: MipsIndex, queries, inputs: BlockInputs, cfg, 
             continue
         cands = [[-1] + row[:cfg.k - 1] for row in top]
         with autocast(cfg, device):
-            scores = candidate_scores(model, q, torch.tensor([c[1:] for c in cands]), inputs, device).float()  # (B, K)
+            scores = candidate_scores(model, q, torch.tensor([c[1:] for c in cands]), inputs, device)  # (B, K)
             tok_logp, tgt = read(model, qs, cands, inputs, device)  # (B, K, M, V), (B, K, M)
         log_p_z = F.log_softmax(scores, -1)  # (B, K)
         targets, valid = tgt[:, 0], tgt[:, 0] != -100  # (B, M)

@@ -35,6 +35,36 @@ def test_towers_shapes_and_relevance(retriever, blocks, tokenizer, cfg):
     assert torch.allclose(retriever.relevance(q, z.unsqueeze(0).expand(2, 3, -1)), q @ z.T, atol=1e-6)
 
 
+def test_relevance_is_float32_under_bf16_autocast(retriever, blocks, tokenizer, cfg):
+    """f(x, z) = the float32 product of the towers' outputs, though the towers run in bf16 under autocast."""
+    from realm_lite.queries import QueryPool
+    from realm_lite.realm import BlockInputs, Realm, candidate_scores, embed_queries
+
+    retriever.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        q = retriever.embed_input(**encode_queries(["Who founded it?", "Where?"], tokenizer, cfg.query_len))
+        z = retriever.embed_doc(**encode_blocks([b.title for b in blocks[:3]], [b.text for b in blocks[:3]],
+                                                tokenizer, cfg.block_len))
+        f2, f3 = retriever.relevance(q, z), retriever.relevance(q, z.unsqueeze(0).expand(2, 3, -1))
+        bf16 = q @ z.T  # what autocast alone would give
+    retriever.train()
+    assert q.dtype == z.dtype == torch.bfloat16 and f2.dtype == f3.dtype == torch.float32
+    assert torch.equal(f2, q.float() @ z.float().T)
+    assert torch.equal(f3, torch.einsum("bd,bkd->bk", q.float(), z.float().unsqueeze(0).expand(2, 3, -1)))
+    assert not torch.equal(bf16.float(), f2)  # the precision the float32 product keeps
+
+    torch.manual_seed(0)
+    model, inputs = Realm(cfg, len(tokenizer)).eval(), BlockInputs(blocks, tokenizer, cfg.block_len)
+    queries = QueryPool(blocks, tokenizer, cfg).sample(random.Random(0), 2)
+    top = torch.tensor([[3, 5], [7, 9]])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        x = embed_queries(model, queries, tokenizer.pad_token_id, "cpu")
+        scores = candidate_scores(model, x, top, inputs, "cpu")  # (B, K) over [∅, z_1, z_2]
+        docs = model.retriever.embed_doc(**inputs.doc_batch([3, 5, 7, 9], "cpu", null=True))  # (5, D)
+    cands = torch.stack([docs[[0, 1, 2]], docs[[0, 3, 4]]]).float()  # (B, K, D)
+    assert scores.dtype == torch.float32 and torch.equal(scores, torch.einsum("bd,bkd->bk", x.float(), cands))
+
+
 def test_embed_in_bf16_auto_follows_the_device_and_the_cpu(cfg, monkeypatch):
     for cap, fast in (("AVX512", True), ("AVX2", False), ("DEFAULT", False)):
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda cap=cap: cap)
