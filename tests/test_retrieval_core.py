@@ -140,6 +140,26 @@ def test_ict_learns_on_the_world(blocks, tokenizer, cfg):
     assert hist[-1]["loss"] < hist[0]["loss"]
 
 
+def test_ict_recall_ranks_float32_corpus_rows_even_with_bf16_embedding_on(blocks, tokenizer, cfg, retriever,
+                                                                          monkeypatch):
+    """The corpus rows ICT recall searches are float32 embeddings, as its contexts and queries are."""
+    import realm_lite.mips
+    from realm_lite.ict import ict_recall, split_heldout
+
+    seen = []
+    monkeypatch.setattr(realm_lite.mips.MipsIndex, "search",
+                        lambda self, q, k, exclude=None: seen.append((self.embeddings, q)) or
+                        (torch.zeros(len(q), k), torch.zeros(len(q), k, dtype=torch.long)))
+    heldout = split_heldout(blocks, 0.1, 0)[1]
+    ict_recall(retriever, blocks, heldout, tokenizer, cfg.replace(embed_bf16="on"))
+    (emb, q), = seen
+    fp32 = embed_blocks(retriever.embed_doc, blocks, tokenizer, cfg.block_len, autocast=False)
+    kept = [i for i in range(len(blocks)) if i not in set(heldout)]
+    assert q.dtype == emb.dtype == torch.float32 and torch.equal(emb[kept], fp32[kept])
+    bf16 = embed_blocks(retriever.embed_doc, blocks[:50], tokenizer, cfg.block_len, autocast=True)
+    assert not torch.equal(bf16, fp32[:50])  # the rounding a bf16 corpus would have brought
+
+
 def _clustered(n=600, d=16, seed=0):
     g = torch.Generator().manual_seed(seed)
     centers = torch.randn(12, d, generator=g) * 3
