@@ -40,11 +40,6 @@ class KnowledgeAugmentedEncoder(nn.Module):
         logp = self.token_log_probs(input_ids, attention_mask, token_type_ids, masked_positions)  # (N, M, V)
         return sequence_log_prob(logp, target_ids)
 
-    @torch.no_grad()
-    def predict(self, input_ids, attention_mask, token_type_ids, masked_positions) -> torch.Tensor:
-        """argmax wordpiece at each masked position: (N, M)."""
-        return self.token_log_probs(input_ids, attention_mask, token_type_ids, masked_positions).argmax(-1)
-
 
 def sequence_log_prob(token_logp: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
     """log p(y | z, x) = sum_j log p(y_j | z, x): (N, M, V) and (N, M) targets (-100 = padding) -> (N,)."""

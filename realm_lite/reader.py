@@ -87,11 +87,6 @@ class ReaderInputs:
             self._cache[j] = BlockText(enc["input_ids"], enc["offset_mapping"], starts, ends, valid)
         return self._cache[j]
 
-    def forget(self, block_ids) -> None:
-        """Drop cached tokenizations (after the knowledge update re-wrote those blocks)."""
-        for j in block_ids:
-            self._cache.pop(j, None)
-
     def span_text(self, j: int, start: int, end: int) -> str:
         """TEXT(s) of body wordpieces start..end (inclusive) of block j."""
         off = self.body(j).offsets
