@@ -10,6 +10,7 @@ blocks for a query (FAISS then pads with id -1); such rows are completed by exac
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from pathlib import Path
@@ -21,7 +22,9 @@ from realm_lite.io import atomic_write_bytes
 BACKENDS = ("exact", "flat", "ivf", "hnsw")
 
 
+@functools.cache
 def _faiss():
+    """FAISS, imported on first use, with its BLAS threshold set once."""
     import faiss
 
     faiss.cvar.distance_compute_blas_threshold = 20  # BLAS from 20 queries on: ~6x faster exact search on CPU

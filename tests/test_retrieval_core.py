@@ -207,6 +207,19 @@ def test_ivf_rows_with_fewer_than_k_results_are_completed_by_exact_search():
             assert not (i == excl.unsqueeze(1)).any()
 
 
+def test_faiss_blas_threshold_is_set_once():
+    import faiss
+
+    MipsIndex(_clustered(), "flat")
+    assert faiss.cvar.distance_compute_blas_threshold == 20
+    faiss.cvar.distance_compute_blas_threshold = 7  # a user's own setting survives the next index
+    try:
+        MipsIndex(_clustered(), "flat").search(_clustered(3, seed=1), 2)
+        assert faiss.cvar.distance_compute_blas_threshold == 7
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = 20
+
+
 def test_index_save_load_and_mismatch(tmp_path):
     emb = _clustered()
     MipsIndex(emb, "exact", version="v1").save(tmp_path / "i.pt")
