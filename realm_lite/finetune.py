@@ -23,7 +23,7 @@ from transformers import get_linear_schedule_with_warmup
 from realm_lite.io import atomic_write_text, write_jsonl
 from realm_lite.mips import MipsIndex, fingerprint
 from realm_lite.pretrain import _save
-from realm_lite.qa import QAModel, QASystem, _attach_retrieval, evaluate_qa, qa_loss, system_from_run
+from realm_lite.qa import QAModel, QASystem, attach_retrieval, evaluate_qa, qa_loss, system_from_run
 
 
 def finetune(qa: QASystem, examples, out_dir, resume: bool = False, log=print, stop_after: int | None = None) -> list[dict]:
@@ -116,7 +116,7 @@ def load_system(qa_dir, log=print) -> QASystem:
     if model.embed_doc is not None:
         index = MipsIndex.load(qa_dir / "index.pt", expect_version=fingerprint(model.embed_doc),
                                expect_size=len(blocks), device=device, backend=cfg.index)
-    _attach_retrieval(qa, index)
+    attach_retrieval(qa, index)
     log(f"loaded {meta['system']} QA system from {qa_dir} (step {ck['step']}; corpus {meta['init']})")
     return qa
 
