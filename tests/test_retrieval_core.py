@@ -331,10 +331,25 @@ def test_knowledge_augmented_encoder_with_null_document(blocks, tokenizer, cfg):
     null_row = inputs["input_ids"][3][inputs["attention_mask"][3].bool()].tolist()
     assert null_row == ex.input_ids + [tokenizer.sep_token_id]  # [CLS] x [SEP] [SEP]
     assert (inputs["input_ids"][:, :len(ex.input_ids)] == torch.tensor(ex.input_ids)).all()  # positions unchanged
-    logp = reader(**inputs, masked_positions=pos, target_ids=tgt)
-    assert logp.shape == (4,) and (logp < 0).all()
-    # the head is tied to the word embeddings
-    assert reader.bert.embeddings.word_embeddings.weight.data_ptr() in {p.data_ptr() for p in reader.parameters()}
+    tok = reader.token_log_probs(**inputs, masked_positions=pos)  # (4, M, V)
+    assert torch.allclose(tok.logsumexp(-1), torch.zeros(tok.shape[:2]), atol=1e-5)  # normalised over V
+    logp = reader(**inputs, masked_positions=pos, target_ids=tgt)  # (4,): log p(y | z, x)
+    by_hand = [sum(tok[r, j, t].item() for j, t in enumerate(ex.target_ids)) for r in range(4)]
+    assert logp.shape == (4,) and torch.allclose(logp, torch.tensor(by_hand), atol=1e-5)
+    # the MLM head is tied to the word embeddings: the row of a wordpiece absent from every input reaches
+    # the output only through the head, and a change to it shows there
+    emb = reader.bert.embeddings.word_embeddings.weight
+    v = next(i for i in range(len(tokenizer)) if not (inputs["input_ids"] == i).any())
+    tok[:, :, v].sum().backward()
+    assert emb.grad[v].abs().sum() > 0
+    with torch.no_grad():
+        emb[v] += torch.randn(emb.shape[1], generator=torch.Generator().manual_seed(0))
+        assert not torch.allclose(reader.token_log_probs(**inputs, masked_positions=pos)[:, :, v], tok[:, :, v])
+        # with the head's hidden state zeroed the logits are its bias alone: log p(y|z,x) = -M log V for a zero bias
+        reader.transform[2].weight.zero_()
+        reader.transform[2].bias.zero_()
+        expected = torch.full((4,), -len(ex.target_ids) * math.log(len(tokenizer)))
+        assert torch.allclose(reader(**inputs, masked_positions=pos, target_ids=tgt), expected, atol=1e-4)
 
 
 def test_refresh_sync_async_and_dead_builder(blocks, tokenizer, cfg, retriever, tmp_path):
