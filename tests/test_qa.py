@@ -11,7 +11,7 @@ from realm_lite.finetune import finetune, load_system, run_finetune
 from realm_lite.pretrain import pretrain
 from realm_lite.qa import SYSTEMS, qa_loss, system_from_run
 from realm_lite.qa_data import QAExample, load_qa
-from realm_lite.qa_eval import exact_match
+from realm_lite.qa_eval import exact_match, is_correct
 from realm_lite.reader import LEFT_OUT, ReaderInputs, reader_log_likelihood, span_log_probs
 from realm_lite.retriever import embed_blocks, embed_in_bf16
 from realm_lite.update import knowledge_update, replace_documents
@@ -121,7 +121,7 @@ def test_each_system_trains_predicts_and_reloads(run, tmp_path, system):
     assert evaluate_qa(reloaded, test)[0] == metrics
 
 
-def test_knowledge_update_reembeds_only_the_changed_blocks(run):
+def test_knowledge_update_reembeds_only_the_changed_blocks(run, monkeypatch):
     qa = system_from_run(run, "realm", QA_TINY, log=lambda s: None)
     old_blocks, old_emb = list(qa.blocks), qa.index.embeddings.clone()
     fact = next(f for f in qa.world.facts.values() if f.relation == "employer")
@@ -146,6 +146,18 @@ def test_knowledge_update_reembeds_only_the_changed_blocks(run):
     assert len(report["examples"]) == 5 and all(len(e["read"]) == qa.cfg.qa_read for e in report["examples"])
     n_old = sum(exact_match(e["after"], [e["old"]]) for e in report["examples"])
     assert report["old_after_found_in_read_blocks"] + report["old_after_not_in_any_read_block"] == n_old
+
+    def oracle(qa_, examples):  # right about every question before the update, about the first three after it
+        after = bool(calls)
+        calls.append(examples)
+        preds = [ex.answers[0] if not after or i < 3 else "nobody" for i, ex in enumerate(examples)]
+        return [{"prediction": p, "correct": is_correct(p, ex.answers)} for p, ex in zip(preds, examples)]
+
+    calls = []
+    monkeypatch.setattr("realm_lite.update.predict", oracle)
+    report = knowledge_update(qa, load_qa("world", "test", world=qa.world), n_facts=5, seed=1, log=lambda s: None)
+    assert len(calls) == 2 and (report["old_value_before"], report["new_value_returned"]) == (1.0, 0.6)
+    assert report["old_value_after"] == 0.0
 
 
 def test_cli_finetune_evaluate_update(run, tmp_path, capsys):
