@@ -84,5 +84,5 @@ def top_retrieval_utility(scores: torch.Tensor, log_p_y_zx: torch.Tensor) -> tor
 
 
 def marginal_gain(scores: torch.Tensor, log_p_y_zx: torch.Tensor) -> torch.Tensor:
-    """log p(y|x) - log p(y|∅,x): what the whole mixture over [∅, z_1..z_{K-1}] gains over ∅ alone: (B, K) -> (B,)."""
+    """log p(y|x) - log p(y|∅,x): what the mixture over [∅, z_1..z_{K-1}] gains over ∅ alone: (B, K) -> (B,)."""
     return marginal_log_likelihood(scores, log_p_y_zx) - log_p_y_zx[:, 0]

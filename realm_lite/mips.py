@@ -96,7 +96,7 @@ class MipsIndex:
 
     @torch.no_grad()
     def search(self, queries: torch.Tensor, k: int, exclude=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The k best blocks per query, never one listed in `exclude` (trivial retrieval), never -1: (B, k), (B, k)."""
+        """The k best blocks per query, never one in `exclude` (trivial retrieval), never -1: (B, k), (B, k)."""
         if queries.dim() != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries of shape {tuple(queries.shape)} do not match index dimension {self.dim}")
         b = len(queries)
@@ -137,8 +137,10 @@ class MipsIndex:
             s, order = s.topk(k, dim=1)
             i = i.gather(1, order)
         s, i = s[:, :k], i[:, :k]
-        short = torch.isinf(s).any(1).nonzero().squeeze(1)  # rows with fewer than k allowed blocks (IVF, HNSW)
-        if len(short):  # completed by exact search: an id of -1 would read as ∅ in one place, the last block in another
+        # rows with fewer than k allowed blocks (IVF, HNSW) are completed by exact search: an id of -1 would read
+        # as the null document ∅ in one place and as the last block (python's index -1) in another
+        short = torch.isinf(s).any(1).nonzero().squeeze(1)
+        if len(short):
             es, ei = self._search_exact(q[short.to(q.device)], k, excl[short.to(excl.device)])
             s[short], i[short] = es.cpu(), ei.cpu()
         return s.to(q.device), i.to(q.device)
