@@ -20,7 +20,7 @@ from pathlib import Path
 
 from realm_lite.io import atomic_write_text, write_jsonl
 from realm_lite.mips import MipsIndex, fingerprint
-from realm_lite.qa import QAModel, QASystem, _attach_retrieval, evaluate_qa, qa_loss, system_from_run
+from realm_lite.qa import QAModel, QASystem, attach_retrieval, evaluate_qa, qa_loss, system_from_run
 from realm_lite.training import (Checkpoints, Interrupted, Loop, load_checkpoint, load_weights, save_checkpoint,
                                  scalars)
 
@@ -95,7 +95,7 @@ def load_system(qa_dir, log=print) -> QASystem:
     if model.embed_doc is not None:
         index = MipsIndex.load(qa_dir / "index.pt", expect_version=fingerprint(model.embed_doc),
                                expect_size=len(blocks), device=device, backend=cfg.index)
-    _attach_retrieval(qa, index)
+    attach_retrieval(qa, index)
     log(f"loaded {meta['system']} QA system from {qa_dir} (step {ck['step']}; corpus {meta['init']})")
     return qa
 

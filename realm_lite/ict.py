@@ -73,7 +73,7 @@ def train_ict(retriever: Retriever, blocks, tokenizer, cfg, device="cpu", block_
 def ict_recall(retriever: Retriever, blocks, heldout: list[int], tokenizer, cfg, device="cpu", ks=(1, 5)) -> dict:
     """Held-out ICT recall@k: a sentence of each held-out block must find that block (sentence removed) among all."""
     from realm_lite.mips import MipsIndex
-    from realm_lite.retriever import embed_blocks, embed_in_bf16
+    from realm_lite.retriever import embed_blocks
 
     rng = random.Random(cfg.seed + 1)
     pairs = [(i, ict_pair(blocks[i], rng, remove_prob=1.0)) for i in heldout if len(blocks[i].sentences) >= 2]
@@ -81,12 +81,14 @@ def ict_recall(retriever: Retriever, blocks, heldout: list[int], tokenizer, cfg,
         raise ValueError("no held-out block has two sentences: ICT recall is undefined")
     was_training = retriever.training
     retriever.eval()
-    emb = embed_blocks(retriever.embed_doc, blocks, tokenizer, cfg.block_len, device=device,
-                       autocast=embed_in_bf16(cfg, device))  # (N, D)
-    ctx = retriever.embed_doc(**encode_blocks([blocks[i].title for i, _ in pairs], [p[1] for _, p in pairs],
-                                              tokenizer, cfg.block_len, device))  # (H, D)
-    emb[torch.tensor([i for i, _ in pairs], device=emb.device)] = ctx.float()  # the held-out blocks lose x
-    q = retriever.embed_input(**encode_queries([p[0] for _, p in pairs], tokenizer, cfg.query_len, device))
+    # every row in float32, as the held-out contexts and the queries: a bf16 corpus against float32 contexts
+    # would rank the held-out blocks at another precision than their competitors
+    with torch.autocast(torch.device(device).type, enabled=False):
+        emb = embed_blocks(retriever.embed_doc, blocks, tokenizer, cfg.block_len, device=device, autocast=False)
+        ctx = retriever.embed_doc(**encode_blocks([blocks[i].title for i, _ in pairs], [p[1] for _, p in pairs],
+                                                  tokenizer, cfg.block_len, device))  # (H, D)
+        emb[torch.tensor([i for i, _ in pairs], device=emb.device)] = ctx  # (N, D): the held-out blocks lose x
+        q = retriever.embed_input(**encode_queries([p[0] for _, p in pairs], tokenizer, cfg.query_len, device))
     _, top = MipsIndex(emb).search(q, max(ks))  # (H, max k)
     retriever.train(was_training)
     target = torch.tensor([i for i, _ in pairs], device=top.device).unsqueeze(1)

@@ -2,6 +2,7 @@
 
     p(y | z, x) = prod_j p(y_j | z, x),   p(y_j | z, x) ∝ exp(w_j^T BERT_MASK(j)(join_BERT(x, z_body)))
     log p(y | x) = logsumexp_z [ log p(z | x) + log p(y | z, x) ]      over the top k and the null document ∅
+    RU(z)        = log p(y | z, x) - log p(y | ∅, x)                   retrieval utility of one document z
 
 The MLM head is computed only at the masked positions: for a small model the vocabulary
 projection over every position would cost more than the encoder itself.
@@ -12,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from transformers import BertModel
+
+from realm_lite.batching import join, pad
 
 
 class KnowledgeAugmentedEncoder(nn.Module):
@@ -37,11 +40,6 @@ class KnowledgeAugmentedEncoder(nn.Module):
         logp = self.token_log_probs(input_ids, attention_mask, token_type_ids, masked_positions)  # (N, M, V)
         return sequence_log_prob(logp, target_ids)
 
-    @torch.no_grad()
-    def predict(self, input_ids, attention_mask, token_type_ids, masked_positions) -> torch.Tensor:
-        """argmax wordpiece at each masked position: (N, M)."""
-        return self.token_log_probs(input_ids, attention_mask, token_type_ids, masked_positions).argmax(-1)
-
 
 def sequence_log_prob(token_logp: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
     """log p(y | z, x) = sum_j log p(y_j | z, x): (N, M, V) and (N, M) targets (-100 = padding) -> (N,)."""
@@ -55,32 +53,15 @@ def join_inputs(x_ids: list[list[int]], z_ids: list[list[list[int]]], sep_id: in
     """`[CLS] x [SEP] z [SEP]` for every query b and each of its K candidates: tensors of shape (B*K, L).
 
     `x_ids[b]` already holds `[CLS] ... [SEP]` with masks applied; `z_ids[b][k]` is a block body's
-    wordpieces (an empty list is the null document ∅). Masked positions are unchanged by the join.
+    wordpieces (an empty list is the null document ∅), cut to `max_z`. Masked positions are unchanged by the join.
     """
-    rows, types = [], []
-    for x, zs in zip(x_ids, z_ids):
-        for z in zs:
-            z = list(z[:max_z])
-            rows.append(list(x) + z + [sep_id])
-            types.append([0] * len(x) + [1] * (len(z) + 1))
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    tt = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (r, t) in enumerate(zip(rows, types)):
-        ids[i, :len(r)] = torch.tensor(r)
-        tt[i, :len(t)] = torch.tensor(t)
-    return {"input_ids": ids.to(device), "attention_mask": (ids != pad_id).long().to(device),
-            "token_type_ids": tt.to(device)}
+    pairs = [(x, z[:max_z]) for x, zs in zip(x_ids, z_ids) for z in zs]
+    return join([x for x, _ in pairs], [z for _, z in pairs], sep_id, pad_id, device)
 
 
 def pad_targets(positions: list[list[int]], targets: list[list[int]], repeat: int = 1, device=None):
     """Masked positions and targets padded to (B*repeat, M); padded targets are -100."""
-    m = max(len(p) for p in positions)
-    pos = torch.zeros((len(positions), m), dtype=torch.long)
-    tgt = torch.full((len(positions), m), -100, dtype=torch.long)
-    for i, (p, t) in enumerate(zip(positions, targets)):
-        pos[i, :len(p)] = torch.tensor(p)
-        tgt[i, :len(t)] = torch.tensor(t)
+    pos, tgt = pad(positions, 0), pad(targets, -100)  # (B, M)
     return pos.repeat_interleave(repeat, 0).to(device), tgt.repeat_interleave(repeat, 0).to(device)
 
 
@@ -90,6 +71,18 @@ def marginal_log_likelihood(scores: torch.Tensor, log_p_y_given_zx: torch.Tensor
     return torch.logsumexp(log_p_z + log_p_y_given_zx, dim=-1)  # (B,)
 
 
-def retrieval_utility(log_p_y_given_x: torch.Tensor, log_p_y_given_null: torch.Tensor) -> torch.Tensor:
-    """RU = log p(y|x) - log p(y|∅,x): how much the retrieved documents help over the null document."""
-    return log_p_y_given_x - log_p_y_given_null
+def retrieval_utility(log_p_y_zx: torch.Tensor) -> torch.Tensor:
+    """RU(z) = log p(y|z,x) - log p(y|∅,x) of each retrieved document (the paper's analysis): (B, K) with
+    column 0 the null document ∅ -> (B, K-1) for z_1..z_{K-1}. Positive where z helps more than no document."""
+    return log_p_y_zx[:, 1:] - log_p_y_zx[:, :1]
+
+
+def top_retrieval_utility(scores: torch.Tensor, log_p_y_zx: torch.Tensor) -> torch.Tensor:
+    """RU of the retrieved document with the highest f(x, z) (∅ in column 0 not counted): (B, K), (B, K) -> (B,)."""
+    best = scores[:, 1:].argmax(-1, keepdim=True)  # (B, 1)
+    return retrieval_utility(log_p_y_zx).gather(1, best).squeeze(1)
+
+
+def marginal_gain(scores: torch.Tensor, log_p_y_zx: torch.Tensor) -> torch.Tensor:
+    """log p(y|x) - log p(y|∅,x): what the mixture over [∅, z_1..z_{K-1}] gains over ∅ alone: (B, K) -> (B,)."""
+    return marginal_log_likelihood(scores, log_p_y_zx) - log_p_y_zx[:, 0]

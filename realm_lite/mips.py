@@ -2,13 +2,15 @@
 
 REALM needs the top k documents by f(x, z) over the whole corpus at every step. The embeddings
 are precomputed (and so go stale while the doc tower trains: see realm_lite.refresh); search is
-exact (a matmul and top-k, chunked) or approximate with FAISS.
+exact (a matmul and top-k, chunked) or approximate with FAISS. An approximate index can find fewer than k
+blocks for a query (FAISS then pads with id -1); such rows are completed by exact search, so no id is ever -1.
 
     index = MipsIndex(embeddings, backend="exact", version="step-500")
     scores, ids = index.search(queries, k=7, exclude=source_ids)     # (B, k), (B, k)
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from pathlib import Path
@@ -20,7 +22,9 @@ from realm_lite.io import atomic_write_bytes
 BACKENDS = ("exact", "flat", "ivf", "hnsw")
 
 
+@functools.cache
 def _faiss():
+    """FAISS, imported on first use, with its BLAS threshold set once."""
     import faiss
 
     faiss.cvar.distance_compute_blas_threshold = 20  # BLAS from 20 queries on: ~6x faster exact search on CPU
@@ -92,7 +96,7 @@ class MipsIndex:
 
     @torch.no_grad()
     def search(self, queries: torch.Tensor, k: int, exclude=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The k best blocks per query, never one listed in `exclude` (trivial retrieval): (B, k), (B, k)."""
+        """The k best blocks per query, never one in `exclude` (trivial retrieval), never -1: (B, k), (B, k)."""
         if queries.dim() != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries of shape {tuple(queries.shape)} do not match index dimension {self.dim}")
         b = len(queries)
@@ -124,13 +128,22 @@ class MipsIndex:
     def _search_faiss(self, q, k, excl):
         e = excl.shape[1]
         s, i = self._faiss_index.search(q.cpu().numpy(), k + e)
-        s, i = torch.from_numpy(s), torch.from_numpy(i)  # (B, k + E)
+        s, i = torch.from_numpy(s), torch.from_numpy(i)  # (B, k + E); id -1: FAISS found fewer than k + E
+        bad = i < 0
         if e:
-            bad = (i.unsqueeze(2) == excl.cpu().unsqueeze(1)).any(2) | (i < 0)  # (B, k + E)
+            bad |= (i.unsqueeze(2) == excl.cpu().unsqueeze(1)).any(2)  # (B, k + E)
+        if e or bad.any():
             s = s.masked_fill(bad, float("-inf"))
             s, order = s.topk(k, dim=1)
             i = i.gather(1, order)
-        return s[:, :k].to(q.device), i[:, :k].to(q.device)
+        s, i = s[:, :k], i[:, :k]
+        # rows with fewer than k allowed blocks (IVF, HNSW) are completed by exact search: an id of -1 would read
+        # as the null document ∅ in one place and as the last block (python's index -1) in another
+        short = torch.isinf(s).any(1).nonzero().squeeze(1)
+        if len(short):
+            es, ei = self._search_exact(q[short.to(q.device)], k, excl[short.to(excl.device)])
+            s[short], i[short] = es.cpu(), ei.cpu()
+        return s.to(q.device), i.to(q.device)
 
     # ---- files ----------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:

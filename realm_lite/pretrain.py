@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from realm_lite.ict import ict_recall, split_heldout, train_ict
 from realm_lite.io import atomic_write_text
-from realm_lite.marginal import marginal_log_likelihood, retrieval_utility, sequence_log_prob
+from realm_lite.marginal import marginal_gain, sequence_log_prob, top_retrieval_utility
 from realm_lite.mips import MipsIndex
 from realm_lite.queries import QueryPool
 from realm_lite.realm import BlockInputs, Realm, candidate_scores, embed_queries, predict_spans, read, realm_loss
@@ -73,7 +73,8 @@ def autocast(cfg, device: torch.device):
 def evaluate(model: Realm, index: MipsIndex, queries, inputs: BlockInputs, cfg, device, reader: bool = True,
              batch_size: int = 32, log=None) -> dict:
     """Gold recall@1/@k (source excluded) and, with `reader`, exact masked-span accuracy with retrieval,
-    with the null document alone and with the gold block alone, and retrieval utility.
+    with the null document alone and with the gold block alone; the retrieval utility RU(z_1) of the best-scored
+    block, RU of the gold block (ru_gold) and the marginal gain log p(y|x) - log p(y|∅,x).
     Progress: a bar with cfg.progress, else (with `log`) a line every 10 s."""
     progress = Progress(len(queries), "evaluate", cfg, log, every=10.0)
     try:
@@ -86,7 +87,8 @@ def _evaluate(model, index, queries, inputs, cfg, device, reader, batch_size, pr
     was_training = model.training
     model.eval()
     n_search = max(cfg.k - 1, cfg.recall_k)
-    sums = {"recall@1": 0, f"recall@{cfg.recall_k}": 0, "acc_retrieval": 0, "acc_null": 0, "acc_gold": 0, "ru": 0.0}
+    sums = {"recall@1": 0, f"recall@{cfg.recall_k}": 0, "acc_retrieval": 0, "acc_null": 0, "acc_gold": 0,
+            "ru": 0.0, "gain": 0.0, "ru_gold": 0.0}
     n_gold = 0
     for i in range(0, len(queries), batch_size):
         qs = queries[i:i + batch_size]
@@ -104,7 +106,7 @@ def _evaluate(model, index, queries, inputs, cfg, device, reader, batch_size, pr
             continue
         cands = [[-1] + row[:cfg.k - 1] for row in top]
         with autocast(cfg, device):
-            scores = candidate_scores(model, q, torch.tensor([c[1:] for c in cands]), inputs, device).float()  # (B, K)
+            scores = candidate_scores(model, q, torch.tensor([c[1:] for c in cands]), inputs, device)  # (B, K)
             tok_logp, tgt = read(model, qs, cands, inputs, device)  # (B, K, M, V), (B, K, M)
         log_p_z = F.log_softmax(scores, -1)  # (B, K)
         targets, valid = tgt[:, 0], tgt[:, 0] != -100  # (B, M)
@@ -115,21 +117,25 @@ def _evaluate(model, index, queries, inputs, cfg, device, reader, batch_size, pr
         sums["acc_retrieval"] += exact(predict_spans(tok_logp, log_p_z, tgt)).sum().item()
         sums["acc_null"] += exact(tok_logp[:, 0].argmax(-1)).sum().item()
         seq = sequence_log_prob(tok_logp.flatten(0, 1), tgt.flatten(0, 1)).view(len(qs), -1)  # (B, K) log p(y|z,x)
-        sums["ru"] += retrieval_utility(marginal_log_likelihood(scores, seq), seq[:, 0]).sum().item()
+        sums["ru"] += top_retrieval_utility(scores, seq).sum().item()
+        sums["gain"] += marginal_gain(scores, seq).sum().item()
         with_gold = [(j, min(x.gold)) for j, x in enumerate(qs) if x.gold]
         if with_gold:
-            gl, gt = read(model, [qs[j] for j, _ in with_gold], [[g] for _, g in with_gold], inputs, device)
+            rows = [j for j, _ in with_gold]
+            with autocast(cfg, device):  # as the candidates were read, so that RU compares like with like
+                gl, gt = read(model, [qs[j] for j in rows], [[g] for _, g in with_gold], inputs, device)
             gv = gt[:, 0] != -100
             sums["acc_gold"] += ((gl[:, 0].argmax(-1) == gt[:, 0]) | ~gv).all(-1).sum().item()
+            sums["ru_gold"] += (sequence_log_prob(gl[:, 0], gt[:, 0]) - seq[rows, 0]).sum().item()  # RU(gold)
     model.train(was_training)
     n = len(queries)
     out = {"queries": n, "queries_with_gold": n_gold}
     if n_gold:
         out.update({key: round(sums[key] / n_gold, 4) for key in ("recall@1", f"recall@{cfg.recall_k}")})
     if reader and n:
-        out.update({key: round(sums[key] / n, 4) for key in ("acc_retrieval", "acc_null", "ru")})
+        out.update({key: round(sums[key] / n, 4) for key in ("acc_retrieval", "acc_null", "ru", "gain")})
         if n_gold:
-            out["acc_gold"] = round(sums["acc_gold"] / n_gold, 4)
+            out.update({key: round(sums[key] / n_gold, 4) for key in ("acc_gold", "ru_gold")})
     return out
 
 
@@ -406,7 +412,7 @@ def _fmt(m: dict) -> str:
 
 def metrics_table(metrics: dict) -> str:
     """The run's evaluation as a small table: one row after the warm start, one after REALM."""
-    cols = [c for c in ("recall@1", "recall@5", "acc_retrieval", "acc_null", "acc_gold", "ru")
+    cols = [c for c in ("recall@1", "recall@5", "acc_retrieval", "acc_null", "acc_gold", "ru", "gain")
             if any(c in metrics[row] for row in ("after_warm_start", "after_realm"))]
     head = f"held-out queries: {metrics['after_realm']['queries']}"
     lines = [f"{head:<38}" + "".join(f"{c:>14}" for c in cols)]

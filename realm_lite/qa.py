@@ -134,11 +134,12 @@ def system_from_run(run_dir, system: str, overrides: dict | None = None, log=pri
         info.update(ict_steps=cfg.ict_steps, ict_seconds=round(time.time() - t0, 1))
     model.to(device)
     qa = QASystem(system, cfg, model, blocks, tokenizer, device, world=world, info=info)
-    _attach_retrieval(qa)
+    attach_retrieval(qa)
     return qa
 
 
-def _attach_retrieval(qa: QASystem, index: MipsIndex | None = None) -> None:
+def attach_retrieval(qa: QASystem, index: MipsIndex | None = None) -> None:
+    """The system's retriever: `index` (else Embed_doc over every block) for realm and ict; BM25 for bm25."""
     if qa.name in ("realm", "ict"):
         qa.index = index or index_documents(qa.model, qa.blocks, qa.tokenizer, qa.cfg, qa.device)
     elif qa.name == "bm25":

@@ -50,9 +50,16 @@ class QueryPool:
                              "(try --masking random-span)")
 
     def sample(self, rng: random.Random, n: int) -> list[Query]:
-        """n masked training sentences drawn with `rng`, masked with the run's strategy."""
-        out = []
+        """n masked training sentences drawn with `rng`, masked with the run's strategy; an error, not an endless
+        loop, when (almost) no sentence can be masked."""
+        out, draws, limit = [], 0, 1000 + 100 * n
         while len(out) < n:
+            if draws == limit:
+                raise ValueError(f"masked only {len(out)} of {n} sentences in {limit} draws from {len(self.train)} "
+                                 f"training sentences: with masking={self.cfg.masking!r} and query_len="
+                                 f"{self.cfg.query_len} (almost) none can be masked (a salient span past query_len "
+                                 f"wordpieces is cut off)")
+            draws += 1
             bi, text, spans = self.train[rng.randrange(len(self.train))]
             ex = mask(text, spans, self.tokenizer, self.cfg, rng)
             if ex is not None:

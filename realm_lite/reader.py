@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from realm_lite.batching import join
 from realm_lite.qa_eval import contains_answer, span_matches
 
 NEG = -1e4  # the score of an impossible span (finite, so bf16 and log-sum-exp stay well defined)
@@ -86,11 +87,6 @@ class ReaderInputs:
             self._cache[j] = BlockText(enc["input_ids"], enc["offset_mapping"], starts, ends, valid)
         return self._cache[j]
 
-    def forget(self, block_ids) -> None:
-        """Drop cached tokenizations (after the knowledge update re-wrote those blocks)."""
-        for j in block_ids:
-            self._cache.pop(j, None)
-
     def span_text(self, j: int, start: int, end: int) -> str:
         """TEXT(s) of body wordpieces start..end (inclusive) of block j."""
         off = self.body(j).offsets
@@ -113,28 +109,20 @@ class ReaderInputs:
         """Inputs for B questions x K blocks: (B*K, L) ids/masks, (B*K, L, S) span validity and, with
         `answers` [(answers, regex)] per question, (B*K, L, S) answer-span masks and the (B*K,) z offsets."""
         q_ids = self.tok(questions, truncation=True, max_length=self.query_len)["input_ids"]
-        rows, types, offs = [], [], []
-        for q, cands in zip(q_ids, candidates):
-            for j in cands:
-                z = self.body(j).ids
-                rows.append(list(q) + list(z) + [self.tok.sep_token_id])
-                types.append([0] * len(q) + [1] * (len(z) + 1))
-                offs.append(len(q))
-        n, width, s_max = len(rows), max(len(r) for r in rows), self.max_span
-        ids = torch.full((n, width), self.tok.pad_token_id, dtype=torch.long)
-        tt = torch.zeros((n, width), dtype=torch.long)
+        flat = [(b, j) for b, cands in enumerate(candidates) for j in cands]
+        enc = join([q_ids[b] for b, _ in flat], [self.body(j).ids for _, j in flat], self.tok.sep_token_id,
+                   self.tok.pad_token_id, device)
+        offs = [len(q_ids[b]) for b, _ in flat]  # z starts after `[CLS] x [SEP]`
+        n, width, s_max = len(flat), enc["input_ids"].shape[1], self.max_span
         ok = torch.zeros((n, width, s_max), dtype=torch.bool)
         hit = torch.zeros((n, width, s_max), dtype=torch.bool) if answers is not None else None
-        flat = [(b, j) for b, cands in enumerate(candidates) for j in cands]
-        for r, ((b, j), row, t, off) in enumerate(zip(flat, rows, types, offs)):
-            ids[r, :len(row)], tt[r, :len(t)] = torch.tensor(row), torch.tensor(t)
+        for r, ((b, j), off) in enumerate(zip(flat, offs)):
             bt = self.body(j)
             ok[r, off:off + len(bt.ids)] = bt.valid
             if hit is not None:
                 for s, e in self.answer_spans(j, *answers[b]):
                     hit[r, off + s, e - s] = True
-        out = {"input_ids": ids.to(device), "attention_mask": (ids != self.tok.pad_token_id).long().to(device),
-               "token_type_ids": tt.to(device), "span_ok": ok.to(device), "z_offset": offs}
+        out = {**enc, "span_ok": ok.to(device), "z_offset": offs}
         if hit is not None:
             out["answer_spans"] = hit.to(device)
         return out

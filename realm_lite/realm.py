@@ -17,8 +17,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from realm_lite.marginal import (KnowledgeAugmentedEncoder, join_inputs, marginal_log_likelihood, pad_targets,
-                                 sequence_log_prob)
+from realm_lite.batching import encoder_inputs
+from realm_lite.marginal import (KnowledgeAugmentedEncoder, join_inputs, marginal_gain, marginal_log_likelihood,
+                                 pad_targets, sequence_log_prob, top_retrieval_utility)
 from realm_lite.retriever import Retriever, build_bert
 
 
@@ -56,23 +57,12 @@ class BlockInputs:
     def doc_batch(self, ids: list[int], device, null: bool = False) -> dict:
         """Embed_doc inputs for blocks `ids` (plus ∅ first when `null`): (N, L) tensors."""
         rows = ([self.null_doc] if null else []) + [self.doc_ids[i] for i in ids]
-        return pad_rows(rows, self.pad, device)
-
-
-def pad_rows(rows: list[list[int]], pad_id: int, device=None) -> dict:
-    """A list of id lists as padded `input_ids` and `attention_mask`: (N, L)."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, :len(r)] = 1
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+        return encoder_inputs(rows, self.pad, device=device)
 
 
 def embed_queries(model: Realm, queries: list[Query], pad_id: int, device) -> torch.Tensor:
     """Embed_input(x) for masked sentences: (B, D)."""
-    return model.retriever.embed_input(**pad_rows([q.example.input_ids for q in queries], pad_id, device))
+    return model.retriever.embed_input(**encoder_inputs([q.example.input_ids for q in queries], pad_id, device=device))
 
 
 def retrieve(model: Realm, queries: list[Query], index, inputs: BlockInputs, k: int, device):
@@ -84,12 +74,12 @@ def retrieve(model: Realm, queries: list[Query], index, inputs: BlockInputs, k: 
 
 
 def candidate_scores(model: Realm, q: torch.Tensor, top: torch.Tensor, inputs: BlockInputs, device) -> torch.Tensor:
-    """f(x, z) for [∅, z_1..z_{K-1}] with the live Embed_doc: (B, D) queries, (B, K-1) block ids -> (B, K)."""
+    """f(x, z) in float32 for [∅, z_1..z_{K-1}] with the live Embed_doc: (B, D) queries, (B, K-1) ids -> (B, K)."""
     b = len(q)
     z = model.retriever.embed_doc(**inputs.doc_batch(top.flatten().tolist(), device, null=True))  # (1+B(K-1), D)
     null, z = z[:1], z[1:].view(b, top.shape[1], -1)  # (1, D), (B, K-1, D)
     z = torch.cat([null.expand(b, 1, -1), z], dim=1)  # (B, K, D): candidate 0 is ∅
-    return model.retriever.relevance(q, z.to(q.dtype))
+    return model.retriever.relevance(q, z)  # float32
 
 
 def read(model: Realm, queries: list[Query], candidates: list[list[int]], inputs: BlockInputs, device):
@@ -104,19 +94,22 @@ def read(model: Realm, queries: list[Query], candidates: list[list[int]], inputs
 
 
 def realm_loss(model: Realm, queries: list[Query], index, inputs: BlockInputs, k: int, device) -> dict:
-    """-log p(y|x) over [∅ + top k-1], with what the training log reports."""
+    """-log p(y|x) over [∅ + top k-1], with what the training log reports: masked-token accuracy, the retrieval
+    utility RU(z_1) of the best-scored block, the marginal gain log p(y|x) - log p(y|∅,x) and gold hits."""
     top, scores = retrieve(model, queries, index, inputs, k, device)  # (B, K-1), (B, K)
     candidates = [[-1] + row for row in top.tolist()]
     tok_logp, tgt = read(model, queries, candidates, inputs, device)  # (B, K, M, V), (B, K, M)
     log_p_y_zx = sequence_log_prob(tok_logp.flatten(0, 1), tgt.flatten(0, 1)).view(len(queries), k)  # (B, K)
-    log_p_y = marginal_log_likelihood(scores.float(), log_p_y_zx)  # (B,)
+    log_p_y = marginal_log_likelihood(scores, log_p_y_zx)  # (B,)
     with torch.no_grad():  # masked-token accuracy of the marginal p(y_j|x) = sum_z p(z|x) p(y_j|z,x)
-        log_p_z = F.log_softmax(scores.float(), -1)[:, :, None, None]  # (B, K, 1, 1)
+        log_p_z = F.log_softmax(scores, -1)[:, :, None, None]  # (B, K, 1, 1)
         pred = torch.logsumexp(log_p_z + tok_logp, dim=1).argmax(-1)  # (B, M)
         valid = tgt[:, 0] != -100
         token_acc = ((pred == tgt[:, 0]) & valid).sum().item() / max(1, valid.sum().item())
         gold = [(q.gold is not None, bool(q.gold and set(row) & q.gold)) for q, row in zip(queries, top.tolist())]
-    return {"loss": -log_p_y.mean(), "token_acc": token_acc, "ru": (log_p_y - log_p_y_zx[:, 0]).mean().item(),
+        ru = top_retrieval_utility(scores, log_p_y_zx).mean().item()  # RU(z_1), z_1 = argmax f(x, z)
+        gain = marginal_gain(scores, log_p_y_zx).mean().item()  # log p(y|x) - log p(y|∅,x)
+    return {"loss": -log_p_y.mean(), "token_acc": token_acc, "ru": ru, "gain": gain,
             "gold_hits": sum(h for known, h in gold if known), "gold_known": sum(known for known, _ in gold),
             "top": top, "scores": scores.detach()}
 

@@ -133,7 +133,6 @@ class IndexRefresher:
     def _swap(self, index: MipsIndex, snapshot_step: int) -> None:
         self.index, self.index_step = index, snapshot_step
         self.refreshes += 1
-        index.save(self.dir / "current.pt")  # the last good index, for resume and for evaluation
 
     def kill_builder(self) -> None:
         """Terminate a running builder (used by tests and at shutdown)."""

@@ -70,10 +70,14 @@ class Retriever(nn.Module):
         self.embed_doc.load_state_dict(self.embed_input.state_dict())
 
     def relevance(self, q: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """f(x, z): (B, D) x (N, D) -> (B, N), or (B, D) x (B, K, D) -> (B, K)."""
-        if z.dim() == 3:
-            return torch.einsum("bd,bkd->bk", q, z)
-        return q @ z.T
+        """f(x, z) in float32, also under autocast: (B, D) x (N, D) -> (B, N), or (B, D) x (B, K, D) -> (B, K).
+
+        A bf16 product would move p(z|x) = softmax f(x, z) by about 1e-3; the towers may still run in bf16."""
+        with torch.autocast(q.device.type, enabled=False):
+            q, z = q.float(), z.float()
+            if z.dim() == 3:
+                return torch.einsum("bd,bkd->bk", q, z)
+            return q @ z.T
 
 
 # ---- inputs -------------------------------------------------------------------------------------

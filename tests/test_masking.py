@@ -310,3 +310,16 @@ def test_world_sentences_carry_their_facts(sentences, world):
             value = world.facts[fid].value
             surface = world.entities[value].name if value in world.entities else value
             assert surface in [text[s.start:s.end] for s in spans]
+
+
+def test_query_pool_sample_stops_when_no_sentence_can_be_masked(world, tokenizer, cfg):
+    """Salient masking of sentences without a salient span masks nothing: an error naming why, not an endless loop."""
+    from realm_lite.queries import QueryPool
+
+    blocks, _ = make_blocks(world_passages(world), tokenizer, cfg.block_len)
+    pool = QueryPool(blocks, tokenizer, cfg, world)
+    assert len(pool.sample(random.Random(0), 4)) == 4
+    pool.train = [(bi, text, []) for bi, text, _ in pool.train[:5]]  # no span left to mask
+    with pytest.raises(ValueError, match="masked only 0 of 4 sentences in 1400 draws from 5 training sentences: "
+                                         "with masking='salient' and query_len=48"):
+        pool.sample(random.Random(0), 4)

@@ -11,7 +11,7 @@ from realm_lite.finetune import finetune, load_system, run_finetune
 from realm_lite.pretrain import pretrain
 from realm_lite.qa import SYSTEMS, qa_loss, system_from_run
 from realm_lite.qa_data import QAExample, load_qa
-from realm_lite.qa_eval import exact_match
+from realm_lite.qa_eval import exact_match, is_correct
 from realm_lite.reader import LEFT_OUT, ReaderInputs, reader_log_likelihood, span_log_probs
 from realm_lite.retriever import embed_blocks, embed_in_bf16
 from realm_lite.update import knowledge_update, replace_documents
@@ -110,7 +110,12 @@ def test_each_system_trains_predicts_and_reloads(run, tmp_path, system):
     from realm_lite.qa import evaluate_qa
 
     metrics, rows = evaluate_qa(qa, test)
-    assert metrics["questions"] == 6 and 0 <= metrics["em"] <= 1
+    by_hand = sum(exact_match(r["prediction"], ex.answers) for r, ex in zip(rows, test)) / len(test)
+    assert metrics["questions"] == 6 and metrics["em"] == round(by_hand, 4)
+    # an oracle's references (each question's answer is what the system says) and references no system can give
+    oracle = [QAExample(ex.id, ex.question, [r["prediction"]]) for ex, r in zip(test, rows)]
+    assert evaluate_qa(qa, oracle)[0]["em"] == 1.0
+    assert evaluate_qa(qa, [QAExample(ex.id, ex.question, ["qqqxqqq zzzyzzz"]) for ex in test])[0]["em"] == 0.0
     assert all(isinstance(r["prediction"], str) and r["gold"] for r in rows)
     if system != "closed-book":
         assert {"top1", "top5"} <= set(metrics) and all(len(r["retrieved"]) == qa.cfg.qa_read for r in rows)
@@ -118,7 +123,7 @@ def test_each_system_trains_predicts_and_reloads(run, tmp_path, system):
     assert evaluate_qa(reloaded, test)[0] == metrics
 
 
-def test_knowledge_update_reembeds_only_the_changed_blocks(run):
+def test_knowledge_update_reembeds_only_the_changed_blocks(run, monkeypatch):
     qa = system_from_run(run, "realm", QA_TINY, log=lambda s: None)
     old_blocks, old_emb = list(qa.blocks), qa.index.embeddings.clone()
     fact = next(f for f in qa.world.facts.values() if f.relation == "employer")
@@ -138,10 +143,23 @@ def test_knowledge_update_reembeds_only_the_changed_blocks(run):
     assert torch.allclose(qa.index.embeddings[rows], fresh, atol=1e-5)
     assert any(qa.world.entities[new].name in qa.blocks[i].text for i in rows)
     report = knowledge_update(qa, load_qa("world", "test", world=qa.world), n_facts=5, log=lambda s: None)
-    assert report["facts_changed"] == 5 and 0 <= report["new_value_returned"] <= 1
+    n_new = sum(exact_match(e["after"], [e["new"]]) for e in report["examples"])  # the new value came back
+    assert report["facts_changed"] == 5 and report["new_value_returned"] == round(n_new / 5, 4)
     assert len(report["examples"]) == 5 and all(len(e["read"]) == qa.cfg.qa_read for e in report["examples"])
     n_old = sum(exact_match(e["after"], [e["old"]]) for e in report["examples"])
     assert report["old_after_found_in_read_blocks"] + report["old_after_not_in_any_read_block"] == n_old
+
+    def oracle(qa_, examples):  # right about every question before the update, about the first three after it
+        after = bool(calls)
+        calls.append(examples)
+        preds = [ex.answers[0] if not after or i < 3 else "nobody" for i, ex in enumerate(examples)]
+        return [{"prediction": p, "correct": is_correct(p, ex.answers)} for p, ex in zip(preds, examples)]
+
+    calls = []
+    monkeypatch.setattr("realm_lite.update.predict", oracle)
+    report = knowledge_update(qa, load_qa("world", "test", world=qa.world), n_facts=5, seed=1, log=lambda s: None)
+    assert len(calls) == 2 and (report["old_value_before"], report["new_value_returned"]) == (1.0, 0.6)
+    assert report["old_value_after"] == 0.0
 
 
 def test_cli_finetune_evaluate_update(run, tmp_path, capsys):
@@ -153,6 +171,7 @@ def test_cli_finetune_evaluate_update(run, tmp_path, capsys):
     assert m["system"] == "realm" and m["dataset"] == "world" and {"em", "top1", "top5"} <= set(m)
     rows = [json.loads(line) for line in (out / "predictions-test.jsonl").read_text().splitlines()]
     assert len(rows) == m["questions"] and {"question", "gold", "prediction", "retrieved"} <= set(rows[0])
+    assert m["em"] == round(sum(exact_match(r["prediction"], r["gold"]) for r in rows) / len(rows), 4)
     assert {"block", "title", "score"} <= set(rows[0]["retrieved"][0])
     assert main(["update", "--model", str(out), "--facts", "3"]) == 0
     assert json.loads((out / "knowledge-update.json").read_text())["facts_changed"] == 3

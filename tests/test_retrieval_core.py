@@ -1,4 +1,5 @@
 """The retrieval core: retriever towers, ICT, MIPS index, marginal likelihood, index refresh."""
+import math
 import random
 
 import pytest
@@ -6,8 +7,8 @@ import torch
 
 from realm_lite.corpus import make_blocks, world_passages
 from realm_lite.ict import ict_pair, train_ict
-from realm_lite.marginal import (KnowledgeAugmentedEncoder, join_inputs, marginal_log_likelihood, pad_targets,
-                                 retrieval_utility)
+from realm_lite.marginal import (KnowledgeAugmentedEncoder, join_inputs, marginal_gain, marginal_log_likelihood,
+                                 pad_targets, retrieval_utility, top_retrieval_utility)
 from realm_lite.masking import mask_salient_span, sentence_spans
 from realm_lite.mips import MipsIndex, fingerprint
 from realm_lite.refresh import IndexRefresher
@@ -32,6 +33,36 @@ def test_towers_shapes_and_relevance(retriever, blocks, tokenizer, cfg):
     assert q.shape == (2, cfg.proj_dim) and z.shape == (3, cfg.proj_dim)
     assert torch.allclose(retriever.relevance(q, z), q @ z.T)
     assert torch.allclose(retriever.relevance(q, z.unsqueeze(0).expand(2, 3, -1)), q @ z.T, atol=1e-6)
+
+
+def test_relevance_is_float32_under_bf16_autocast(retriever, blocks, tokenizer, cfg):
+    """f(x, z) = the float32 product of the towers' outputs, though the towers run in bf16 under autocast."""
+    from realm_lite.queries import QueryPool
+    from realm_lite.realm import BlockInputs, Realm, candidate_scores, embed_queries
+
+    retriever.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        q = retriever.embed_input(**encode_queries(["Who founded it?", "Where?"], tokenizer, cfg.query_len))
+        z = retriever.embed_doc(**encode_blocks([b.title for b in blocks[:3]], [b.text for b in blocks[:3]],
+                                                tokenizer, cfg.block_len))
+        f2, f3 = retriever.relevance(q, z), retriever.relevance(q, z.unsqueeze(0).expand(2, 3, -1))
+        bf16 = q @ z.T  # what autocast alone would give
+    retriever.train()
+    assert q.dtype == z.dtype == torch.bfloat16 and f2.dtype == f3.dtype == torch.float32
+    assert torch.equal(f2, q.float() @ z.float().T)
+    assert torch.equal(f3, torch.einsum("bd,bkd->bk", q.float(), z.float().unsqueeze(0).expand(2, 3, -1)))
+    assert not torch.equal(bf16.float(), f2)  # the precision the float32 product keeps
+
+    torch.manual_seed(0)
+    model, inputs = Realm(cfg, len(tokenizer)).eval(), BlockInputs(blocks, tokenizer, cfg.block_len)
+    queries = QueryPool(blocks, tokenizer, cfg).sample(random.Random(0), 2)
+    top = torch.tensor([[3, 5], [7, 9]])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        x = embed_queries(model, queries, tokenizer.pad_token_id, "cpu")
+        scores = candidate_scores(model, x, top, inputs, "cpu")  # (B, K) over [∅, z_1, z_2]
+        docs = model.retriever.embed_doc(**inputs.doc_batch([3, 5, 7, 9], "cpu", null=True))  # (5, D)
+    cands = torch.stack([docs[[0, 1, 2]], docs[[0, 3, 4]]]).float()  # (B, K, D)
+    assert scores.dtype == torch.float32 and torch.equal(scores, torch.einsum("bd,bkd->bk", x.float(), cands))
 
 
 def test_embed_in_bf16_auto_follows_the_device_and_the_cpu(cfg, monkeypatch):
@@ -81,6 +112,19 @@ def test_doc_input_is_cls_title_sep_body_sep(tokenizer, cfg):
     assert toks[0] == "[CLS]" and toks.count("[SEP]") == 2 and toks[-1] == "[SEP]"
 
 
+def test_join_and_pad_by_hand():
+    """join_BERT(x, z) = `[CLS] x [SEP] z [SEP]`, types 0 over x and 1 over `z [SEP]`, padded on the right."""
+    from realm_lite.batching import join, pad
+
+    enc = join([[101, 7, 102], [101, 102]], [[5, 6], []], sep_id=102, pad_id=0)  # the second z is ∅
+    assert enc["input_ids"].tolist() == [[101, 7, 102, 5, 6, 102], [101, 102, 102, 0, 0, 0]]
+    assert enc["token_type_ids"].tolist() == [[0, 0, 0, 1, 1, 1], [0, 0, 1, 0, 0, 0]]
+    assert enc["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]]
+    assert pad([[3], [4, 5, 6]], -100).tolist() == [[3, -100, -100], [4, 5, 6]]
+    with pytest.raises(ValueError, match="2 queries x for 1 blocks"):
+        join([[1], [2]], [[3]], 102, 0)
+
+
 def test_ict_pair_removes_sentence(blocks):
     block = next(b for b in blocks if len(b.sentences) >= 3)
     q, ctx = ict_pair(block, random.Random(0), remove_prob=1.0)
@@ -94,6 +138,26 @@ def test_ict_learns_on_the_world(blocks, tokenizer, cfg):
     r = Retriever(cfg.replace(ict_steps=30, log_every=10), len(tokenizer))
     hist = train_ict(r, blocks, tokenizer, cfg.replace(ict_steps=30, log_every=10), log=lambda s: None)
     assert hist[-1]["loss"] < hist[0]["loss"]
+
+
+def test_ict_recall_ranks_float32_corpus_rows_even_with_bf16_embedding_on(blocks, tokenizer, cfg, retriever,
+                                                                          monkeypatch):
+    """The corpus rows ICT recall searches are float32 embeddings, as its contexts and queries are."""
+    import realm_lite.mips
+    from realm_lite.ict import ict_recall, split_heldout
+
+    seen = []
+    monkeypatch.setattr(realm_lite.mips.MipsIndex, "search",
+                        lambda self, q, k, exclude=None: seen.append((self.embeddings, q)) or
+                        (torch.zeros(len(q), k), torch.zeros(len(q), k, dtype=torch.long)))
+    heldout = split_heldout(blocks, 0.1, 0)[1]
+    ict_recall(retriever, blocks, heldout, tokenizer, cfg.replace(embed_bf16="on"))
+    (emb, q), = seen
+    fp32 = embed_blocks(retriever.embed_doc, blocks, tokenizer, cfg.block_len, autocast=False)
+    kept = [i for i in range(len(blocks)) if i not in set(heldout)]
+    assert q.dtype == emb.dtype == torch.float32 and torch.equal(emb[kept], fp32[kept])
+    bf16 = embed_blocks(retriever.embed_doc, blocks[:50], tokenizer, cfg.block_len, autocast=True)
+    assert not torch.equal(bf16, fp32[:50])  # the rounding a bf16 corpus would have brought
 
 
 def _clustered(n=600, d=16, seed=0):
@@ -122,6 +186,38 @@ def test_faiss_agrees_with_exact(backend, min_overlap):
     overlap = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(ie, ib)) / ie.numel()
     assert overlap >= min_overlap
     assert all(not (set(row.tolist()) & ex) for row, ex in zip(ib, exclude))
+
+
+def test_ivf_rows_with_fewer_than_k_results_are_completed_by_exact_search():
+    """IVF probing one list finds fewer than k blocks for some queries (FAISS pads with -1): never -1 comes back."""
+    emb, q = _clustered(), _clustered(20, seed=1)
+    ivf = MipsIndex(emb, "ivf", nprobe=1)
+    _, raw = ivf._faiss_index.search(q.numpy(), 30)
+    short = (raw < 0).any(1)
+    assert 0 < short.sum() < 20  # the case under test happens, and not for every row
+    exclude = torch.randint(0, len(emb), (20,))
+    for excl in (None, exclude):
+        s, i = ivf.search(q, 30, exclude=excl)
+        assert (i >= 0).all() and torch.isfinite(s).all()
+        es, ei = MipsIndex(emb, "exact").search(q, 30, exclude=excl)
+        rows = torch.from_numpy(short)
+        assert torch.equal(i[rows], ei[rows]) and torch.allclose(s[rows], es[rows])  # the short rows: exact
+        assert torch.equal(s, s.sort(dim=1, descending=True).values)
+        if excl is not None:
+            assert not (i == excl.unsqueeze(1)).any()
+
+
+def test_faiss_blas_threshold_is_set_once():
+    import faiss
+
+    MipsIndex(_clustered(), "flat")
+    assert faiss.cvar.distance_compute_blas_threshold == 20
+    faiss.cvar.distance_compute_blas_threshold = 7  # a user's own setting survives the next index
+    try:
+        MipsIndex(_clustered(), "flat").search(_clustered(3, seed=1), 2)
+        assert faiss.cvar.distance_compute_blas_threshold == 7
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = 20
 
 
 def test_index_save_load_and_mismatch(tmp_path):
@@ -162,7 +258,66 @@ def test_gradient_identity():
     p_z = torch.softmax(f.detach(), -1)
     expected = (log_p_y_z.exp() / ll.detach().exp().unsqueeze(1) - 1) * p_z
     assert torch.allclose(f.grad, expected)
-    assert torch.allclose(retrieval_utility(ll, log_p_y_z[:, 0]), ll - log_p_y_z[:, 0])
+
+
+def test_retrieval_utility_and_marginal_gain_by_hand():
+    """RU(z) = log p(y|z,x) - log p(y|∅,x) per document; the gain is log p(y|x) - log p(y|∅,x)."""
+    p_y = [0.1, 0.4, 0.05]  # p(y|z,x) for [∅, z_1, z_2]
+    f = [0.0, 2.0, 1.0]  # f(x, z)
+    log_p_y_zx, scores = torch.tensor([p_y]).log(), torch.tensor([f])
+    ru = retrieval_utility(log_p_y_zx)
+    assert ru.shape == (1, 2) and torch.allclose(ru, torch.tensor([[math.log(4.0), math.log(0.5)]]))
+    p_z = [math.exp(v) / sum(math.exp(u) for u in f) for v in f]
+    p_y_x = sum(a * b for a, b in zip(p_z, p_y))  # 0.4 * 0.665 + ... = 0.3038
+    assert math.isclose(marginal_gain(scores, log_p_y_zx).item(), math.log(p_y_x / 0.1), rel_tol=1e-5)
+    # RU of the best-scored retrieved block; ∅'s own score is not a candidate for it
+    assert math.isclose(top_retrieval_utility(scores, log_p_y_zx).item(), math.log(4.0), rel_tol=1e-5)
+    assert math.isclose(top_retrieval_utility(torch.tensor([[9.0, 1.0, 2.0]]), log_p_y_zx).item(), math.log(0.5),
+                        rel_tol=1e-5)
+    two = retrieval_utility(torch.tensor([[-3.0, -1.0, -5.0, -3.0], [-2.0, -2.0, -0.5, -7.0]]))
+    assert two.tolist() == [[2.0, -2.0, 0.0], [0.0, 1.5, -5.0]]
+
+
+def _naive_log_p_y(model, query, body: list[int], sep_id: int) -> float:
+    """log p(y | z, x) of one query and one block body (empty: ∅), the input and the sum written out."""
+    ids = list(query.example.input_ids) + body + [sep_id]
+    types = [0] * len(query.example.input_ids) + [1] * (len(body) + 1)
+    logp = model.reader.token_log_probs(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long),
+                                        torch.tensor([types]), torch.tensor([query.example.masked_positions]))[0]
+    return sum(logp[j, t].item() for j, t in enumerate(query.example.target_ids))
+
+
+def test_realm_loss_and_evaluate_report_ru_of_the_best_block_the_gain_and_ru_of_the_gold_block(
+        blocks, world, tokenizer, cfg):
+    from realm_lite.pretrain import evaluate
+    from realm_lite.queries import QueryPool
+    from realm_lite.realm import BlockInputs, Realm, realm_loss
+    from realm_lite.refresh import build_index
+
+    torch.manual_seed(0)
+    model = Realm(cfg, len(tokenizer)).eval()  # no dropout: the naive reads below see the same model
+    inputs, pool = BlockInputs(blocks, tokenizer, cfg.block_len), QueryPool(blocks, tokenizer, cfg, world)
+    index = build_index(model.retriever.embed_doc, blocks, tokenizer, cfg)
+    sep = tokenizer.sep_token_id
+    queries = pool.sample(random.Random(1), 3)
+    with torch.no_grad():
+        out = realm_loss(model, queries, index, inputs, k=4, device="cpu")
+        ru, gain = [], []
+        for q, row, f in zip(queries, out["top"].tolist(), out["scores"].tolist()):
+            lp = [_naive_log_p_y(model, q, [], sep)] + [_naive_log_p_y(model, q, inputs.body_ids[j], sep) for j in row]
+            best = max(range(1, 4), key=lambda c: f[c])
+            ru.append(lp[best] - lp[0])
+            p_z = [math.exp(v - max(f)) / sum(math.exp(u - max(f)) for u in f) for v in f]
+            gain.append(math.log(sum(a * math.exp(b) for a, b in zip(p_z, lp))) - lp[0])
+        assert math.isclose(out["ru"], sum(ru) / 3, abs_tol=1e-4) and math.isclose(out["gain"], sum(gain) / 3,
+                                                                                      abs_tol=1e-4)
+        held = pool.evaluation(6)
+        m = evaluate(model, index, held, inputs, cfg, torch.device("cpu"))
+        gold = [_naive_log_p_y(model, q, inputs.body_ids[min(q.gold)], sep) - _naive_log_p_y(model, q, [], sep)
+                for q in held if q.gold]
+        assert len(gold) == m["queries_with_gold"] == 6
+        assert math.isclose(m["ru_gold"], sum(gold) / len(gold), abs_tol=1e-3)
+        assert {"ru", "gain", "ru_gold"} <= set(m)
 
 
 def test_knowledge_augmented_encoder_with_null_document(blocks, tokenizer, cfg):
@@ -176,10 +331,25 @@ def test_knowledge_augmented_encoder_with_null_document(blocks, tokenizer, cfg):
     null_row = inputs["input_ids"][3][inputs["attention_mask"][3].bool()].tolist()
     assert null_row == ex.input_ids + [tokenizer.sep_token_id]  # [CLS] x [SEP] [SEP]
     assert (inputs["input_ids"][:, :len(ex.input_ids)] == torch.tensor(ex.input_ids)).all()  # positions unchanged
-    logp = reader(**inputs, masked_positions=pos, target_ids=tgt)
-    assert logp.shape == (4,) and (logp < 0).all()
-    # the head is tied to the word embeddings
-    assert reader.bert.embeddings.word_embeddings.weight.data_ptr() in {p.data_ptr() for p in reader.parameters()}
+    tok = reader.token_log_probs(**inputs, masked_positions=pos)  # (4, M, V)
+    assert torch.allclose(tok.logsumexp(-1), torch.zeros(tok.shape[:2]), atol=1e-5)  # normalised over V
+    logp = reader(**inputs, masked_positions=pos, target_ids=tgt)  # (4,): log p(y | z, x)
+    by_hand = [sum(tok[r, j, t].item() for j, t in enumerate(ex.target_ids)) for r in range(4)]
+    assert logp.shape == (4,) and torch.allclose(logp, torch.tensor(by_hand), atol=1e-5)
+    # the MLM head is tied to the word embeddings: the row of a wordpiece absent from every input reaches
+    # the output only through the head, and a change to it shows there
+    emb = reader.bert.embeddings.word_embeddings.weight
+    v = next(i for i in range(len(tokenizer)) if not (inputs["input_ids"] == i).any())
+    tok[:, :, v].sum().backward()
+    assert emb.grad[v].abs().sum() > 0
+    with torch.no_grad():
+        emb[v] += torch.randn(emb.shape[1], generator=torch.Generator().manual_seed(0))
+        assert not torch.allclose(reader.token_log_probs(**inputs, masked_positions=pos)[:, :, v], tok[:, :, v])
+        # with the head's hidden state zeroed the logits are its bias alone: log p(y|z,x) = -M log V for a zero bias
+        reader.transform[2].weight.zero_()
+        reader.transform[2].bias.zero_()
+        expected = torch.full((4,), -len(ex.target_ids) * math.log(len(tokenizer)))
+        assert torch.allclose(reader(**inputs, masked_positions=pos, target_ids=tgt), expected, atol=1e-4)
 
 
 def test_refresh_sync_async_and_dead_builder(blocks, tokenizer, cfg, retriever, tmp_path):

@@ -1,0 +1,37 @@
+"""Padded id tensors, and the readers' input join_BERT(x, z) = `[CLS] x [SEP] z [SEP]` (paper 2.2). Notebook 04.
+
+Inputs already tokenized into id lists are padded here: masked sentences x and blocks z for the towers
+(realm.py), and the rows both readers read (the knowledge-augmented encoder, marginal.py; the span reader, reader.py).
+"""
+from __future__ import annotations
+
+import torch
+
+
+def pad(rows: list[list[int]], value: int, device=None) -> torch.Tensor:
+    """Lists of ints as one (N, L) LongTensor, each row right-padded with `value` to the longest."""
+    width = max((len(r) for r in rows), default=0)
+    out = torch.full((len(rows), width), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+    return out.to(device)
+
+
+def encoder_inputs(rows: list[list[int]], pad_id: int, types: list[list[int]] | None = None, device=None) -> dict:
+    """Padded `input_ids` and `attention_mask` (1 over each row's own ids), and `token_type_ids` when given: (N, L)."""
+    out = {"input_ids": pad(rows, pad_id, device), "attention_mask": pad([[1] * len(r) for r in rows], 0, device)}
+    if types is not None:
+        out["token_type_ids"] = pad(types, 0, device)
+    return out
+
+
+def join(xs: list[list[int]], zs: list[list[int]], sep_id: int, pad_id: int, device=None) -> dict:
+    """join_BERT(x, z) row by row: `x z [SEP]` with token type 0 over x and 1 over `z [SEP]`: (N, L) tensors.
+
+    Each `x` already holds `[CLS] ... [SEP]`, so positions inside x are unchanged by the join; an empty `z`
+    is the null document ∅ (`[CLS] x [SEP] [SEP]`)."""
+    if len(xs) != len(zs):
+        raise ValueError(f"{len(xs)} queries x for {len(zs)} blocks z")
+    rows = [list(x) + list(z) + [sep_id] for x, z in zip(xs, zs)]
+    types = [[0] * len(x) + [1] * (len(z) + 1) for x, z in zip(xs, zs)]
+    return encoder_inputs(rows, pad_id, types, device)
