@@ -29,6 +29,7 @@ from realm_lite.qa_eval import contains_answer, is_correct, summarize
 from realm_lite.reader import LEFT_OUT, ReaderInputs, SpanReader, reader_log_likelihood, span_log_probs
 from realm_lite.realm import Realm
 from realm_lite.retriever import Retriever, embed_blocks, embed_in_bf16, encode_queries
+from realm_lite.training import load_checkpoint
 
 SYSTEMS = ("realm", "ict", "bm25", "closed-book")
 
@@ -121,7 +122,7 @@ def system_from_run(run_dir, system: str, overrides: dict | None = None, log=pri
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = QAModel(system, cfg, len(tokenizer))
-    model.load_pretrained(torch.load(source, map_location="cpu", weights_only=False)["model"])
+    model.load_pretrained(load_checkpoint(source, "pre-training checkpoint")["model"])
     info = {"init": str(run_dir.resolve()), "init_weights": source.name}
     if system == "ict" and cfg.warm_start != "ict":  # the run warmed up otherwise: train ORQA's ICT retriever now
         retriever = Retriever(cfg, len(tokenizer))
