@@ -13,10 +13,12 @@ import json
 import os
 import re
 from bisect import bisect_left
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from realm_lite.io import atomic_write_text, read_jsonl, write_jsonl
+from realm_lite.progress import bar, stage
 
 
 @dataclass
@@ -89,7 +91,7 @@ def read_dpr_tsv(path: str | Path) -> list[Passage]:
     passages = []
     with opener(path, "rt", encoding="utf-8", newline="") as f:
         reader = csv.reader(f, delimiter="\t")
-        for row in reader:
+        for row in bar(reader, f"reading {path.name}", unit=" passages"):
             if reader.line_num == 1 and row[:1] == ["id"]:
                 continue  # header
             if not row:
@@ -185,13 +187,15 @@ def make_blocks(passages: list[Passage], tokenizer, block_len: int) -> tuple[lis
     if not passages:
         raise ValueError("cannot make blocks from an empty corpus")
     blocks, stats = [], {"passages": len(passages), "blocks": 0, "spans_dropped": 0, "split_sentences": 0}
-    for c in range(0, len(passages), 1024):  # the fast tokenizer encodes a batch at a time
-        chunk = passages[c:c + 1024]
-        titles = tokenizer([p.title for p in chunk], add_special_tokens=False)["input_ids"]
-        offsets = tokenizer([p.text for p in chunk], add_special_tokens=False,
-                            return_offsets_mapping=True)["offset_mapping"]
-        for p, title_ids, offs in zip(chunk, titles, offsets):
-            blocks += _block_passage(p, len(title_ids), [s for s, _ in offs], block_len, stats)
+    with bar(None, "blocks", total=len(passages), unit=" passages") as progress:
+        for c in range(0, len(passages), 1024):  # the fast tokenizer encodes a batch at a time
+            chunk = passages[c:c + 1024]
+            titles = tokenizer([p.title for p in chunk], add_special_tokens=False)["input_ids"]
+            offsets = tokenizer([p.text for p in chunk], add_special_tokens=False,
+                                return_offsets_mapping=True)["offset_mapping"]
+            for p, title_ids, offs in zip(chunk, titles, offsets):
+                blocks += _block_passage(p, len(title_ids), [s for s, _ in offs], block_len, stats)
+            progress.update(len(chunk))
     stats["blocks"] = len(blocks)
     return blocks, stats
 
@@ -317,7 +321,9 @@ def prepare_corpus(spec: str, cfg, out_dir: str | Path) -> PreparedCorpus:
     """Corpus -> tokenizer -> blocks, written under `out_dir` (config.json, tokenizer/, blocks.jsonl, ...)."""
     from realm_lite.tokenizer import get_tokenizer
 
-    passages, questions, world = load_corpus(spec, cfg)  # bad input fails here, before anything is written
+    what = f"a world of {cfg.world_entities} entities" if spec == "world" else spec
+    with stage(f"corpus: reading {what}"):
+        passages, questions, world = load_corpus(spec, cfg)  # bad input fails here, before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out)
@@ -328,8 +334,9 @@ def prepare_corpus(spec: str, cfg, out_dir: str | Path) -> PreparedCorpus:
     if cfg.tokenizer or cfg.backbone or cfg.reader_backbone:  # a pretrained vocabulary: keep a copy in the run
         tokenizer.save_pretrained(str(out / "tokenizer"))
     blocks, stats = make_blocks(passages, tokenizer, cfg.block_len)
-    save_blocks(out / "blocks.jsonl", blocks)
-    write_jsonl(out / "questions.jsonl", questions)
+    with stage(f"corpus: writing {len(blocks)} blocks to {out / 'blocks.jsonl'}"):
+        save_blocks(out / "blocks.jsonl", blocks)
+        write_jsonl(out / "questions.jsonl", questions)
     stats.update(corpus=spec, questions=len(questions), vocab=len(tokenizer))
     atomic_write_text(out / "corpus.json", json.dumps(stats, indent=2) + "\n")  # what was read, for resume
     return PreparedCorpus(blocks, questions, tokenizer, world, stats)
