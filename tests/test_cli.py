@@ -1,5 +1,9 @@
 """realm_lite.cli: the `realm-lite` command (world, corpus, demo) and its error handling (finetune etc.: test_qa.py)."""
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +92,25 @@ def test_argparse_errors_exit_2(tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["no-such-command", "--out", str(tmp_path)])
     assert e.value.code == 2
+
+
+def _python(*args):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_help_answers_without_importing_torch():
+    check = _python("-c", "import sys, realm_lite.cli; "
+                          "print(sorted(m for m in ('torch', 'transformers', 'tokenizers') if m in sys.modules))")
+    assert check.returncode == 0 and check.stdout.strip() == "[]", check.stdout + check.stderr
+    helped = _python("-m", "realm_lite.cli", "--help")
+    assert helped.returncode == 0 and "pretrain" in helped.stdout and "finetune" in helped.stdout
+    finetune = _python("-m", "realm_lite.cli", "finetune", "--help")
+    assert finetune.returncode == 0 and "closed-book" in finetune.stdout
+
+
+def test_the_command_line_offers_every_qa_system():
+    from realm_lite.config import QA_SYSTEMS
+    from realm_lite.qa import SYSTEMS
+
+    assert QA_SYSTEMS == SYSTEMS
