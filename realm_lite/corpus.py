@@ -130,24 +130,37 @@ def world_passages(world) -> list[Passage]:
                     [(s.start, s.end, list(s.facts)) for s in d.sentences]) for d in world.documents]
 
 
+@contextmanager
+def _readable(path: Path):
+    """Errors of a file that is not UTF-8 text (or not gzip) become ValueErrors naming the file."""
+    try:
+        yield
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x}: {e.reason}); "
+                         "realm-lite reads every corpus file as UTF-8") from None
+    except (gzip.BadGzipFile, EOFError) as e:
+        raise ValueError(f"{path}: not a complete gzip file ({e})") from None
+
+
 def read_passages(path: str | Path) -> tuple[list[Passage], list[dict]]:
     """Any supported file or world directory, chosen by its name; returns (passages, questions)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no corpus at {path}")
-    if path.is_dir():
-        from realm_lite.world import World
+    with _readable(path):
+        if path.is_dir():
+            from realm_lite.world import World
 
-        world = World.load(path)
-        passages, questions = world_passages(world), world.questions
-    elif path.suffix == ".json":
-        passages, questions = read_squad(path)
-    elif path.name.endswith((".tsv", ".tsv.gz")):
-        passages, questions = read_dpr_tsv(path), []
-    elif path.suffix == ".jsonl":
-        passages, questions = read_jsonl_corpus(path), []
-    else:
-        passages, questions = read_text(path), []
+            world = World.load(path)
+            passages, questions = world_passages(world), world.questions
+        elif path.suffix == ".json":
+            passages, questions = read_squad(path)
+        elif path.name.endswith((".tsv", ".tsv.gz")):
+            passages, questions = read_dpr_tsv(path), []
+        elif path.suffix == ".jsonl":
+            passages, questions = read_jsonl_corpus(path), []
+        else:
+            passages, questions = read_text(path), []
     if not passages:
         raise ValueError(f"{path}: the corpus is empty (no documents found)")
     return passages, questions
@@ -300,12 +313,25 @@ def load_corpus(spec: str, cfg):
     if spec == "squad":
         passages, questions = [], []
         for f in sorted(find_squad().glob(SQUAD_GLOB)):
-            p, q = read_squad(f)
+            with _readable(f):
+                p, q = read_squad(f)
             passages += p
             questions += q
         return passages, questions, None
     passages, questions = read_passages(spec)
     return passages, questions, None
+
+
+def check_corpus_size(cfg, n_blocks: int, spec: str = "the corpus", keys=("k", "recall_k")) -> None:
+    """The corpus holds what `keys` retrieve: k-1 blocks z per query x and recall_k, besides x's own block
+    (pre-training); qa_retrieve per question (fine-tuning)."""
+    room = {"k": (cfg.k - 1, n_blocks - 1, n_blocks), "recall_k": (cfg.recall_k, n_blocks - 1, n_blocks - 1),
+            "qa_retrieve": (cfg.qa_retrieve, n_blocks, n_blocks)}  # key: (blocks wanted, available, largest value)
+    for key in keys:
+        wanted, available, largest = room[key]
+        if wanted > available:
+            raise ValueError(f"{key}={getattr(cfg, key)} retrieves {wanted} blocks per query, but {spec} has "
+                             f"{n_blocks} blocks ({available} to retrieve from): set {key}={largest} or less")
 
 
 def salient_words(passages: list[Passage]) -> set[str]:

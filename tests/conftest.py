@@ -1,4 +1,4 @@
-"""Shared fixtures: a quick world, a WordPiece tokenizer trained on it (once per session), the SQuAD path."""
+"""Shared fixtures: a quick world, a WordPiece tokenizer trained on it, a demo run (each once per session), SQuAD."""
 import os
 from pathlib import Path
 
@@ -31,6 +31,20 @@ def tokenizer(world, tmp_path_factory):
 
     texts = [f"{d.title} {d.text}" for d in world.documents]
     return train_wordpiece(texts, 3000, tmp_path_factory.mktemp("tok") / "tokenizer")
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """`realm-lite demo` run once (quick preset, 6 QA steps, 5 facts updated): (--out folder, exit code, stdout)."""
+    import contextlib
+    import io
+
+    from realm_lite.cli import main
+
+    out, printed = tmp_path_factory.mktemp("demo") / "demo", io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["demo", "--out", str(out), "--examples", "4", "--update-facts", "5", "--set", "qa_steps=6"])
+    return out, code, printed.getvalue()
 
 
 @pytest.fixture(scope="session")

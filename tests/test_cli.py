@@ -28,10 +28,10 @@ def test_world_default_preset(tmp_path, world):
     assert [d.text for d in World.load(tmp_path).documents] == [d.text for d in world.documents]
 
 
-def test_demo_prints_masked_examples_and_pretrains(tmp_path, capsys, cfg):
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--examples", "4", "--update-facts", "5", "--set", "qa_steps=6"]) == 0
-    printed = capsys.readouterr().out
+@pytest.mark.slow
+def test_demo_prints_masked_examples_and_pretrains(demo_run, cfg):
+    out, code, printed = demo_run
+    assert code == 0
     for strategy in ("salient", "random-token", "random-span"):
         assert strategy in printed
     assert "_" in printed and "x: " in printed  # masked positions shown as "_"
