@@ -30,15 +30,15 @@ def test_world_default_preset(tmp_path, world):
 
 @pytest.mark.slow
 def test_demo_prints_masked_examples_and_pretrains(demo_run, cfg):
-    out, code, printed = demo_run
-    assert code == 0
+    out, printed = demo_run.out, demo_run.printed
+    assert demo_run.code == 0
     for strategy in ("salient", "random-token", "random-span"):
         assert strategy in printed
     assert "_" in printed and "x: " in printed  # masked positions shown as "_"
     assert printed.count("  salient ") >= 1
     for name in ("config.json", "tokenizer", "blocks.jsonl", "questions.jsonl", "world"):
         assert (out / name).exists(), name
-    assert Config.load(out) == cfg.replace(qa_steps=6)
+    assert Config.load(out) == cfg.replace(**demo_run.overrides)
     assert "after warm start (salient + reader)" in printed and "after REALM" in printed  # the metrics table
     assert (out / "pretrain" / "metrics.json").exists()
     table = printed[printed.index("system    "):].splitlines()  # the QA table: one row per system

@@ -61,6 +61,7 @@ def test_sampled_queries_know_their_gold(pool):
     assert sum(q.gold is not None for q in qs) > 20 and all(q.source not in (q.gold or ()) for q in qs)
 
 
+@pytest.mark.slow
 def test_realm_step_null_document_exclusion_and_live_scores(blocks, tokenizer, cfg, pool):
     torch.manual_seed(0)
     model = Realm(cfg, len(tokenizer)).eval()  # no dropout, so scores can be recomputed exactly
@@ -98,6 +99,7 @@ def _state(run):
     return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("frozen", ["reader", "retriever"])
 def test_a_module_with_lr_0_gets_no_gradient_and_is_given_back_trainable(frozen, blocks, pool, tokenizer, cfg,
                                                                           tmp_path):
@@ -134,6 +136,7 @@ def test_freeze_untrained_freezes_lr_0_modules_in_eval_mode_and_restores_them(cf
     assert not any(p.requires_grad for p in model.retriever.embed_doc.parameters())
 
 
+@pytest.mark.slow
 def test_resume_reaches_the_same_result(cfg, tokenizer, tmp_path):
     tokenizer.save_pretrained(str(tmp_path / "tok"))  # both runs share it: WordPiece training is not deterministic
     c = cfg.replace(**TINY, tokenizer=str(tmp_path / "tok"))
@@ -151,6 +154,7 @@ def test_resume_reaches_the_same_result(cfg, tokenizer, tmp_path):
     assert {"recall@1", "recall@5", "acc_retrieval", "acc_null", "acc_gold", "ru"} <= set(m["after_realm"])
 
 
+@pytest.mark.slow
 def test_resume_rejects_a_corrupt_or_mismatched_index(cfg, tmp_path):
     c = cfg.replace(**TINY)
     run = tmp_path / "run"
@@ -166,6 +170,7 @@ def test_resume_rejects_a_corrupt_or_mismatched_index(cfg, tmp_path):
         pretrain("world", c, run, resume=True, log=lambda s: None)
 
 
+@pytest.mark.slow
 def test_existing_run_needs_resume(cfg, tmp_path):
     c = cfg.replace(**TINY)
     pretrain("world", c, tmp_path / "r", log=lambda s: None, stop_after=2)
@@ -175,6 +180,7 @@ def test_existing_run_needs_resume(cfg, tmp_path):
         pretrain("world", c, tmp_path / "nothing", resume=True, log=lambda s: None)
 
 
+@pytest.mark.slow
 def test_cli_pretrain_cold_start_writes_metrics(tmp_path, capsys):
     sets = [f"{k}={v}" for k, v in TINY.items()]
     rc = main(["pretrain", "--preset", "quick", "--corpus", "world", "--no-ict", "--out", str(tmp_path / "cold"),
@@ -220,6 +226,7 @@ def test_salient_positives_and_reader_evidence(pool, blocks):
     assert found > 30 and found_evidence > 10
 
 
+@pytest.mark.slow
 def test_salient_warm_start_and_reader_warmup_run(cfg, tokenizer, tmp_path):
     tokenizer.save_pretrained(str(tmp_path / "tok"))
     c = cfg.replace(**TINY, tokenizer=str(tmp_path / "tok"), warm_start="salient", ict_batch=8,
@@ -230,6 +237,7 @@ def test_salient_warm_start_and_reader_warmup_run(cfg, tokenizer, tmp_path):
     assert "acc_null" in m["after_warm_start"]  # with a reader warm-up the reader is evaluated before REALM too
 
 
+@pytest.mark.slow
 def test_pretrain_on_a_corpus_without_fact_annotations(world, cfg, tokenizer, tmp_path):
     """A JSONL corpus (no world, spans from the tagger): held-out blocks instead of held-out facts, no recall."""
     src = tmp_path / "docs.jsonl"
@@ -243,6 +251,7 @@ def test_pretrain_on_a_corpus_without_fact_annotations(world, cfg, tokenizer, tm
     assert json.loads((tmp_path / "run" / "corpus.json").read_text())["corpus"] == str(src)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("z", ["salient", "mixed"])
 def test_salient_reader_warmup_runs(cfg, tokenizer, tmp_path, z):
     tokenizer.save_pretrained(str(tmp_path / "tok"))

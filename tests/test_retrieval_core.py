@@ -89,6 +89,7 @@ def test_ict_pair_removes_sentence(blocks):
     assert q in ctx
 
 
+@pytest.mark.slow
 def test_ict_learns_on_the_world(blocks, tokenizer, cfg):
     torch.manual_seed(0)
     r = Retriever(cfg.replace(ict_steps=30, log_every=10), len(tokenizer))
@@ -182,6 +183,7 @@ def test_knowledge_augmented_encoder_with_null_document(blocks, tokenizer, cfg):
     assert reader.bert.embeddings.word_embeddings.weight.data_ptr() in {p.data_ptr() for p in reader.parameters()}
 
 
+@pytest.mark.slow
 def test_refresh_sync_async_and_dead_builder(blocks, tokenizer, cfg, retriever, tmp_path):
     logs = []
     ref = IndexRefresher(blocks, tokenizer, cfg, tmp_path, mode="sync", log=logs.append)
