@@ -181,7 +181,10 @@ class Config:
             d["embed_bf16"] = "on" if d["embed_bf16"] else "off"
         if "question_splits" in d:
             d["question_splits"] = tuple(d["question_splits"])
-        return cls(**d)
+        try:
+            return cls(**d)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
 
 
 # The open-QA systems of realm_lite.qa (its SYSTEMS), named here so that the command line lists them without torch.
