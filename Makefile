@@ -35,9 +35,9 @@ demo: install
 	rm -rf runs/demo
 	$(VENV)/bin/realm-lite demo --preset quick --out runs/demo
 
-# Every test, the slow ones included (pytest -m "not slow" skips those), and the notebooks.
+# Every test, the slow ones included (pytest -m "not slow" skips those), and the notebooks; the 15 slowest listed.
 test: install
-	$(PY) -m pytest tests notebooks --nbval-lax -q
+	$(PY) -m pytest tests notebooks --nbval-lax -q --durations=15
 
 clean:
 	rm -rf runs .pytest_cache
