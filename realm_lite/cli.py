@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from realm_lite.config import QA_SYSTEMS  # torch-free: `realm-lite --help` imports neither torch nor transformers
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub name otherwise takes ~50 s to fail offline; opt in with 0
 
 
@@ -37,12 +39,19 @@ def cmd_corpus(args) -> None:
 
 def cmd_demo(args) -> None:
     """The quick end-to-end path: world -> WordPiece -> blocks -> masking -> warm starts + REALM -> open QA."""
+    for flag, value in (("--examples", args.examples), ("--update-facts", args.update_facts)):
+        if value < 0:
+            raise ValueError(f"{flag} {value}: must be 0 or more")
+    t0 = time.time()
+    cfg = _config(args)
     from realm_lite.corpus import prepare_corpus
     from realm_lite.display import show_masked
     from realm_lite.masking import STRATEGIES, get_tagger, mask, sentence_spans
 
-    t0 = time.time()
-    cfg = _config(args)
+    if args.corpus == "world":  # it pre-trains: a missing GPU is an error before the corpus is prepared
+        from realm_lite.pretrain import resolve_device
+
+        resolve_device(cfg.device)
     out = Path(args.out)
     prepared = prepare_corpus(args.corpus, cfg, out)
     tok, blocks = prepared.tokenizer, prepared.blocks
@@ -94,8 +103,6 @@ def cmd_demo(args) -> None:
 
 def cmd_pretrain(args) -> None:
     """Warm starts (the preset's; none with --cold-start), REALM pre-training, evaluation; metrics.json in --out."""
-    from realm_lite.pretrain import metrics_table, pretrain
-
     overrides = {}
     if args.masking:
         overrides["masking"] = args.masking
@@ -105,7 +112,9 @@ def cmd_pretrain(args) -> None:
         raise ValueError("--resume continues a run with its saved config; drop --masking/--cold-start/--set")
     from realm_lite.config import get_config, parse_overrides
 
-    cfg = get_config(args.preset, **{**parse_overrides(args.set or []), **overrides})
+    cfg = get_config(args.preset, **{**parse_overrides(args.set or []), **overrides})  # checked before torch loads
+    from realm_lite.pretrain import metrics_table, pretrain
+
     metrics = pretrain(args.corpus, cfg, args.out, resume=args.resume)
     print(metrics_table(metrics))
     print(f"metrics written to {Path(args.out) / 'metrics.json'}")
@@ -119,12 +128,13 @@ def _print_metrics(metrics: dict) -> None:
 def cmd_finetune(args) -> None:
     """Query-side QA fine-tuning of one system, initialised from a pre-training run (--init)."""
     from realm_lite.config import parse_overrides
-    from realm_lite.finetune import run_finetune
 
     if args.resume and args.set:
         raise ValueError("--resume continues a run with its saved config; drop --set")
-    qa = run_finetune(args.init, args.system, args.dataset, args.out, parse_overrides(args.set or []),
-                      resume=args.resume)
+    overrides = parse_overrides(args.set or [])
+    from realm_lite.finetune import run_finetune
+
+    qa = run_finetune(args.init, args.system, args.dataset, args.out, overrides, resume=args.resume)
     print(f"fine-tuned {qa.name} written to {args.out} ({qa.info.get('finetune_seconds')}s)")
 
 
@@ -147,6 +157,8 @@ def cmd_update(args) -> None:
     """The knowledge update: change facts in the world, re-embed only the changed blocks, ask again."""
     import json
 
+    if args.facts < 1:
+        raise ValueError(f"--facts {args.facts}: the knowledge update changes 1 fact or more")
     from realm_lite.finetune import load_system
     from realm_lite.io import atomic_write_text
     from realm_lite.qa_data import load_qa
@@ -191,11 +203,9 @@ def main(argv=None) -> int:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.set_defaults(fn=cmd_pretrain)
 
-    from realm_lite.qa import SYSTEMS
-
     p = sub.add_parser("finetune", help="open-QA fine-tuning of one system from a pre-training run")
     p.add_argument("--init", required=True, help="the pre-training run directory (realm-lite pretrain --out)")
-    p.add_argument("--system", choices=SYSTEMS, default="realm", help="realm | ict | bm25 | closed-book")
+    p.add_argument("--system", choices=QA_SYSTEMS, default="realm", help="realm | ict | bm25 | closed-book")
     p.add_argument("--dataset", default="world",
                    help="world | squad[:DIR] | nq-open:PATH | webquestions:PATH | curatedtrec:PATH (train split)")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config keys, e.g. qa_steps=100")

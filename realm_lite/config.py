@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,17 +128,25 @@ class Config:
         for key, valid in CHOICES.items():
             if getattr(self, key) not in valid:
                 raise ConfigError(f"config key {key!r} is {getattr(self, key)!r}; valid: {', '.join(valid)}")
-        if self.k < 2:
-            raise ConfigError(f"k={self.k}: REALM needs at least one retrieved block beside the null document")
-        if self.reader_backbone_layers < 0:
-            raise ConfigError(f"reader_backbone_layers={self.reader_backbone_layers}: must be 0 (all) or more")
-        if not 1 <= self.world_phrasings <= 3:
-            raise ConfigError(f"world_phrasings={self.world_phrasings}: the world has 1 to 3 phrasings per relation")
-        if self.world_restate not in (2, 3):
-            raise ConfigError(f"world_restate={self.world_restate}: a fact is stated in 2 or 3 documents")
-        if not 0 <= self.reader_warmup_own_frac <= 1:
-            raise ConfigError(f"reader_warmup_own_frac={self.reader_warmup_own_frac}: "
-                              "a fraction of the reader warm-up's steps, in [0, 1]")
+        for key, interval in RANGES.items():
+            if isinstance(getattr(self, key), float) and not math.isfinite(getattr(self, key)):
+                raise ConfigError(f"{key}={getattr(self, key)!r}: {key} must be a finite number")
+            if not _in_interval(getattr(self, key), interval):
+                raise ConfigError(f"{key}={getattr(self, key)!r} is out of range: {key} must be "
+                                  f"{_describe(interval)}" + (f" ({WHY[key]})" if key in WHY else ""))
+        if self.qa_read > self.qa_retrieve:
+            raise ConfigError(f"qa_read={self.qa_read} is more than qa_retrieve={self.qa_retrieve}: the reader "
+                              "reads the top qa_read of the qa_retrieve blocks retrieved")
+        if self.hidden % self.heads:
+            raise ConfigError(f"hidden={self.hidden} is not a multiple of heads={self.heads}: "
+                              "each attention head gets hidden/heads dimensions")
+        splits = self.question_splits
+        if (not isinstance(splits, (tuple, list)) or len(splits) != 3
+                or not all(isinstance(s, (int, float)) and _in_interval(s, "[0, 1]") for s in splits)
+                or abs(sum(splits) - 1) > 1e-6):
+            raise ConfigError(f"question_splits={list(splits)!r}: three fractions (train, dev, test) that sum to 1")
+        if not re.fullmatch(r"auto|cpu|mps|xpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"device={self.device!r}: auto, cpu, cuda, cuda:N, mps or xpu")
 
     def replace(self, **overrides) -> "Config":
         """A copy with keyword overrides; an unknown key is an error listing the valid ones."""
@@ -171,8 +181,14 @@ class Config:
             d["embed_bf16"] = "on" if d["embed_bf16"] else "off"
         if "question_splits" in d:
             d["question_splits"] = tuple(d["question_splits"])
-        return cls(**d)
+        try:
+            return cls(**d)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
 
+
+# The open-QA systems of realm_lite.qa (its SYSTEMS), named here so that the command line lists them without torch.
+QA_SYSTEMS = ("realm", "ict", "bm25", "closed-book")
 
 CHOICES = {
     "masking": ("salient", "random-token", "random-span"),
@@ -185,14 +201,94 @@ CHOICES = {
     "reader_warmup_z": ("own", "salient", "mixed", "own-then-mixed"),
 }
 
+# The valid values of every int and float key, in interval notation ("inf": unbounded);
+# tests/test_config.py checks that every numeric key has an entry.
+RANGES = {
+    "seed": "[0, inf)",
+    "world_entities": "[50, inf)",
+    "heldout_fraction": "[0, 1)",
+    "world_phrasings": "[1, 3]",
+    "world_restate": "[2, 3]",
+    "vocab_size": "[1, inf)",
+    "block_len": "[12, inf)",
+    "query_len": "[3, inf)",
+    "mask_prob": "(0, 1]",
+    "span_geometric_p": "(0, 1]",
+    "span_max_words": "[1, inf)",
+    "reader_backbone_layers": "[0, inf)",
+    "hidden": "[1, inf)",
+    "heads": "[1, inf)",
+    "retriever_layers": "[1, inf)",
+    "reader_layers": "[1, inf)",
+    "proj_dim": "[1, inf)",
+    "dropout": "[0, 1)",
+    "ict_steps": "[0, inf)",
+    "ict_batch": "[1, inf)",
+    "ict_lr": "[0, inf)",
+    "ict_remove_prob": "[0, 1]",
+    "refresh_every": "[1, inf)",
+    "builder_threads": "[1, inf)",
+    "reader_warmup_steps": "[0, inf)",
+    "reader_warmup_own_frac": "[0, 1]",
+    "reader_warmup_lr": "[0, inf)",
+    "realm_steps": "[0, inf)",
+    "batch_size": "[1, inf)",
+    "k": "[2, inf)",
+    "reader_lr": "[0, inf)",
+    "retriever_lr": "[0, inf)",
+    "weight_decay": "[0, inf)",
+    "warmup_steps": "[0, inf)",
+    "clip_norm": "(0, inf)",
+    "checkpoint_every": "[1, inf)",
+    "eval_queries": "[0, inf)",
+    "recall_k": "[1, inf)",
+    "qa_retrieve": "[1, inf)",
+    "qa_read": "[1, inf)",
+    "qa_max_span": "[1, inf)",
+    "qa_steps": "[0, inf)",
+    "qa_batch": "[1, inf)",
+    "qa_lr": "[0, inf)",
+    "qa_retriever_lr": "[0, inf)",
+    "qa_warmup_steps": "[0, inf)",
+    "log_every": "[1, inf)",
+}
+WHY = {  # the reason for a bound that is not plain "a count" or "a probability"
+    "world_entities": "every kind of entity must appear in the world",
+    "world_phrasings": "the world has 1 to 3 phrasings per relation",
+    "world_restate": "a fact is stated in 2 or 3 documents",
+    "block_len": "[CLS] title [SEP] body [SEP] with room for a few body wordpieces",
+    "query_len": "[CLS] x [SEP] with at least one wordpiece of x",
+    "reader_backbone_layers": "0 keeps all of them",
+    "k": "REALM needs at least one retrieved block beside the null document",
+    "clip_norm": "0 would clip every gradient to nothing",
+    "reader_warmup_own_frac": "a fraction of the reader warm-up's steps",
+}
+
+
+def _in_interval(value, interval: str) -> bool:
+    """Whether `value` lies in `interval`, e.g. "[0, 1)" or "(0, inf)"; NaN never does."""
+    lo_open, lo, hi, hi_open = interval[0] == "(", *map(float, interval[1:-1].split(",")), interval[-1] == ")"
+    return (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+
+
+def _describe(interval: str) -> str:
+    """"[1, inf)" -> ">= 1", "(0, inf)" -> "> 0", "[0, 1]" -> "in [0, 1]"."""
+    if interval.endswith("inf)"):
+        return f"{'>' if interval[0] == '(' else '>='} {interval[1:].split(',')[0]}"
+    return f"in {interval}"
+
+
 PRESETS: dict[str, dict] = {
     # CI: seconds per stage, learns little, exercises every stage of the cpu recipe.
     # Small from-scratch towers use mean pooling: with [CLS] pooling, 2 x 64 ICT did not learn at all
     # (in-batch accuracy 0 after 300 steps; mean pooling 0.94). See docs/small-scale-recipe.md.
-    # bf16 corpus embedding is pinned on: CI's checked outputs must not depend on whether the CPU has AVX-512.
+    # fp32 corpus embedding is pinned (embed_bf16="off"): CI's outputs must not depend on whether the CPU has
+    # AVX-512, and without it bf16 is the slow path. Embedding the quick world's 400 blocks with oneDNN, MKL and
+    # ATen held to AVX2 (ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2) on an AMD
+    # EPYC (AVX-512), 1 thread, 2026-12-03: bf16 5.0 s, fp32 1.7 s; a test-sized pre-training run 27.3 s against 14.1 s.
     "quick": dict(world_entities=400, vocab_size=3000, block_len=128, query_len=48, pooling="mean", dropout=0.0,
                   warm_start="salient", reader_warmup_steps=40, reader_warmup_z="own-then-mixed",
-                  reader_warmup_own_frac=1 / 3, reader_lr=0.0, retriever_lr=1e-4, embed_bf16="on"),
+                  reader_warmup_own_frac=1 / 3, reader_lr=0.0, retriever_lr=1e-4, embed_bf16="off"),
     # A 2-core laptop, the small-scale recipe (docs/small-scale-recipe.md; the
     # target is 30 minutes for all stages). Beyond the paper: the salient co-occurrence retriever warm start
     # instead of ICT (ICT finds a sentence's own block, not the other entity's block that states the fact) and

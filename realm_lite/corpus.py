@@ -13,10 +13,12 @@ import json
 import os
 import re
 from bisect import bisect_left
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from realm_lite.io import atomic_write_text, read_jsonl, write_jsonl
+from realm_lite.progress import bar, stage
 
 
 @dataclass
@@ -89,7 +91,7 @@ def read_dpr_tsv(path: str | Path) -> list[Passage]:
     passages = []
     with opener(path, "rt", encoding="utf-8", newline="") as f:
         reader = csv.reader(f, delimiter="\t")
-        for row in reader:
+        for row in bar(reader, f"reading {path.name}", unit=" passages"):
             if reader.line_num == 1 and row[:1] == ["id"]:
                 continue  # header
             if not row:
@@ -128,24 +130,37 @@ def world_passages(world) -> list[Passage]:
                     [(s.start, s.end, list(s.facts)) for s in d.sentences]) for d in world.documents]
 
 
+@contextmanager
+def _readable(path: Path):
+    """Errors of a file that is not UTF-8 text (or not gzip) become ValueErrors naming the file."""
+    try:
+        yield
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x}: {e.reason}); "
+                         "realm-lite reads every corpus file as UTF-8") from None
+    except (gzip.BadGzipFile, EOFError) as e:
+        raise ValueError(f"{path}: not a complete gzip file ({e})") from None
+
+
 def read_passages(path: str | Path) -> tuple[list[Passage], list[dict]]:
     """Any supported file or world directory, chosen by its name; returns (passages, questions)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no corpus at {path}")
-    if path.is_dir():
-        from realm_lite.world import World
+    with _readable(path):
+        if path.is_dir():
+            from realm_lite.world import World
 
-        world = World.load(path)
-        passages, questions = world_passages(world), world.questions
-    elif path.suffix == ".json":
-        passages, questions = read_squad(path)
-    elif path.name.endswith((".tsv", ".tsv.gz")):
-        passages, questions = read_dpr_tsv(path), []
-    elif path.suffix == ".jsonl":
-        passages, questions = read_jsonl_corpus(path), []
-    else:
-        passages, questions = read_text(path), []
+            world = World.load(path)
+            passages, questions = world_passages(world), world.questions
+        elif path.suffix == ".json":
+            passages, questions = read_squad(path)
+        elif path.name.endswith((".tsv", ".tsv.gz")):
+            passages, questions = read_dpr_tsv(path), []
+        elif path.suffix == ".jsonl":
+            passages, questions = read_jsonl_corpus(path), []
+        else:
+            passages, questions = read_text(path), []
     if not passages:
         raise ValueError(f"{path}: the corpus is empty (no documents found)")
     return passages, questions
@@ -185,13 +200,15 @@ def make_blocks(passages: list[Passage], tokenizer, block_len: int) -> tuple[lis
     if not passages:
         raise ValueError("cannot make blocks from an empty corpus")
     blocks, stats = [], {"passages": len(passages), "blocks": 0, "spans_dropped": 0, "split_sentences": 0}
-    for c in range(0, len(passages), 1024):  # the fast tokenizer encodes a batch at a time
-        chunk = passages[c:c + 1024]
-        titles = tokenizer([p.title for p in chunk], add_special_tokens=False)["input_ids"]
-        offsets = tokenizer([p.text for p in chunk], add_special_tokens=False,
-                            return_offsets_mapping=True)["offset_mapping"]
-        for p, title_ids, offs in zip(chunk, titles, offsets):
-            blocks += _block_passage(p, len(title_ids), [s for s, _ in offs], block_len, stats)
+    with bar(None, "blocks", total=len(passages), unit=" passages") as progress:
+        for c in range(0, len(passages), 1024):  # the fast tokenizer encodes a batch at a time
+            chunk = passages[c:c + 1024]
+            titles = tokenizer([p.title for p in chunk], add_special_tokens=False)["input_ids"]
+            offsets = tokenizer([p.text for p in chunk], add_special_tokens=False,
+                                return_offsets_mapping=True)["offset_mapping"]
+            for p, title_ids, offs in zip(chunk, titles, offsets):
+                blocks += _block_passage(p, len(title_ids), [s for s, _ in offs], block_len, stats)
+            progress.update(len(chunk))
     stats["blocks"] = len(blocks)
     return blocks, stats
 
@@ -296,12 +313,25 @@ def load_corpus(spec: str, cfg):
     if spec == "squad":
         passages, questions = [], []
         for f in sorted(find_squad().glob(SQUAD_GLOB)):
-            p, q = read_squad(f)
+            with _readable(f):
+                p, q = read_squad(f)
             passages += p
             questions += q
         return passages, questions, None
     passages, questions = read_passages(spec)
     return passages, questions, None
+
+
+def check_corpus_size(cfg, n_blocks: int, spec: str = "the corpus", keys=("k", "recall_k")) -> None:
+    """The corpus holds what `keys` retrieve: k-1 blocks z per query x and recall_k, besides x's own block
+    (pre-training); qa_retrieve per question (fine-tuning)."""
+    room = {"k": (cfg.k - 1, n_blocks - 1, n_blocks), "recall_k": (cfg.recall_k, n_blocks - 1, n_blocks - 1),
+            "qa_retrieve": (cfg.qa_retrieve, n_blocks, n_blocks)}  # key: (blocks wanted, available, largest value)
+    for key in keys:
+        wanted, available, largest = room[key]
+        if wanted > available:
+            raise ValueError(f"{key}={getattr(cfg, key)} retrieves {wanted} blocks per query, but {spec} has "
+                             f"{n_blocks} blocks ({available} to retrieve from): set {key}={largest} or less")
 
 
 def salient_words(passages: list[Passage]) -> set[str]:
@@ -317,7 +347,9 @@ def prepare_corpus(spec: str, cfg, out_dir: str | Path) -> PreparedCorpus:
     """Corpus -> tokenizer -> blocks, written under `out_dir` (config.json, tokenizer/, blocks.jsonl, ...)."""
     from realm_lite.tokenizer import get_tokenizer
 
-    passages, questions, world = load_corpus(spec, cfg)  # bad input fails here, before anything is written
+    what = f"a world of {cfg.world_entities} entities" if spec == "world" else spec
+    with stage(f"corpus: reading {what}"):
+        passages, questions, world = load_corpus(spec, cfg)  # bad input fails here, before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out)
@@ -328,8 +360,9 @@ def prepare_corpus(spec: str, cfg, out_dir: str | Path) -> PreparedCorpus:
     if cfg.tokenizer or cfg.backbone or cfg.reader_backbone:  # a pretrained vocabulary: keep a copy in the run
         tokenizer.save_pretrained(str(out / "tokenizer"))
     blocks, stats = make_blocks(passages, tokenizer, cfg.block_len)
-    save_blocks(out / "blocks.jsonl", blocks)
-    write_jsonl(out / "questions.jsonl", questions)
+    with stage(f"corpus: writing {len(blocks)} blocks to {out / 'blocks.jsonl'}"):
+        save_blocks(out / "blocks.jsonl", blocks)
+        write_jsonl(out / "questions.jsonl", questions)
     stats.update(corpus=spec, questions=len(questions), vocab=len(tokenizer))
     atomic_write_text(out / "corpus.json", json.dumps(stats, indent=2) + "\n")  # what was read, for resume
     return PreparedCorpus(blocks, questions, tokenizer, world, stats)

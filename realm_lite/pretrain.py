@@ -59,6 +59,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} asked for, but torch sees {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
@@ -323,7 +325,7 @@ class RunParts:
 
 def setup_run(spec: str, cfg, out_dir, resume: bool = False, log=print) -> RunParts:
     """Prepare (or, with `resume`, reload) the corpus under `out_dir` and build a fresh model seeded by cfg.seed."""
-    from realm_lite.corpus import prepare_corpus
+    from realm_lite.corpus import check_corpus_size, prepare_corpus
 
     out = Path(out_dir)
     if resume:
@@ -331,13 +333,15 @@ def setup_run(spec: str, cfg, out_dir, resume: bool = False, log=print) -> RunPa
         if (out / "corpus.json").exists():
             spec = json.loads((out / "corpus.json").read_text()).get("corpus", spec)
         log(f"resuming {out} (config, tokenizer and blocks from the run)")
+        device = resolve_device(cfg.device)
     else:
         if any((out / name).exists() for name in ("checkpoint.pt", "warmstart.pt", WARM_CHECKPOINT)):
             raise FileExistsError(f"{out} already holds a pre-training run; pass --resume to continue it, "
                                   f"or choose another --out")
+        device = resolve_device(cfg.device)  # a missing GPU is an error before the corpus is prepared
         prepared = prepare_corpus(spec, cfg, out)
         blocks, tokenizer, world = prepared.blocks, prepared.tokenizer, prepared.world
-    device = resolve_device(cfg.device)
+    check_corpus_size(cfg, len(blocks), spec)  # k and recall_k fit the corpus, before any training
     torch.manual_seed(cfg.seed)
     model = Realm(cfg, len(tokenizer)).to(device)
     pool = QueryPool(blocks, tokenizer, cfg, world)

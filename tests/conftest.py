@@ -1,4 +1,4 @@
-"""Shared fixtures: a quick world, a WordPiece tokenizer trained on it (once per session), the SQuAD path."""
+"""Shared fixtures: a quick world, a WordPiece tokenizer trained on it, a demo run (each once per session), SQuAD."""
 import os
 from pathlib import Path
 
@@ -31,6 +31,24 @@ def tokenizer(world, tmp_path_factory):
 
     texts = [f"{d.title} {d.text}" for d in world.documents]
     return train_wordpiece(texts, 3000, tmp_path_factory.mktemp("tok") / "tokenizer")
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """`realm-lite demo` run once, every stage with fewer steps (the quick preset's would add a minute and check
+    nothing more): a namespace of out (its --out), code (exit code), printed (stdout) and overrides (its --set)."""
+    import contextlib
+    import io
+    from types import SimpleNamespace
+
+    from realm_lite.cli import main
+
+    overrides = dict(ict_steps=10, reader_warmup_steps=10, realm_steps=10, eval_queries=40, qa_steps=6)
+    out, printed = tmp_path_factory.mktemp("demo") / "demo", io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["demo", "--out", str(out), "--examples", "4", "--update-facts", "5",
+                     "--set", *(f"{k}={v}" for k, v in overrides.items())])
+    return SimpleNamespace(out=out, code=code, printed=printed.getvalue(), overrides=overrides)
 
 
 @pytest.fixture(scope="session")

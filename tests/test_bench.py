@@ -127,6 +127,7 @@ def test_qa_compare_pairs_questions_and_splits_first_blocks_by_page(tmp_path):
     assert qa_compare.main([str(tmp_path)]) == 2  # no predictions: a clear error, exit status 2
 
 
+@pytest.mark.slow
 def test_timed_realm_steps_train_the_retriever_and_leave_a_frozen_reader_alone(tmp_path):
     import torch
 

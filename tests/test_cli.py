@@ -1,5 +1,9 @@
 """realm_lite.cli: the `realm-lite` command (world, corpus, demo) and its error handling (finetune etc.: test_qa.py)."""
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -24,17 +28,17 @@ def test_world_default_preset(tmp_path, world):
     assert [d.text for d in World.load(tmp_path).documents] == [d.text for d in world.documents]
 
 
-def test_demo_prints_masked_examples_and_pretrains(tmp_path, capsys, cfg):
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--examples", "4", "--update-facts", "5", "--set", "qa_steps=6"]) == 0
-    printed = capsys.readouterr().out
+@pytest.mark.slow
+def test_demo_prints_masked_examples_and_pretrains(demo_run, cfg):
+    out, printed = demo_run.out, demo_run.printed
+    assert demo_run.code == 0
     for strategy in ("salient", "random-token", "random-span"):
         assert strategy in printed
     assert "_" in printed and "x: " in printed  # masked positions shown as "_"
     assert printed.count("  salient ") >= 1
     for name in ("config.json", "tokenizer", "blocks.jsonl", "questions.jsonl", "world"):
         assert (out / name).exists(), name
-    assert Config.load(out) == cfg.replace(qa_steps=6)
+    assert Config.load(out) == cfg.replace(**demo_run.overrides)
     assert "after warm start (salient + reader)" in printed and "after REALM" in printed  # the metrics table
     assert (out / "pretrain" / "metrics.json").exists()
     table = printed[printed.index("system    "):].splitlines()  # the QA table: one row per system
@@ -88,3 +92,25 @@ def test_argparse_errors_exit_2(tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["no-such-command", "--out", str(tmp_path)])
     assert e.value.code == 2
+
+
+def _python(*args):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_help_answers_without_importing_torch():
+    check = _python("-c", "import sys, realm_lite.cli; "
+                          "print(sorted(m for m in ('torch', 'transformers', 'tokenizers') if m in sys.modules))")
+    assert check.returncode == 0 and check.stdout.strip() == "[]", check.stdout + check.stderr
+    helped = _python("-m", "realm_lite.cli", "--help")
+    assert helped.returncode == 0 and "pretrain" in helped.stdout and "finetune" in helped.stdout
+    finetune = _python("-m", "realm_lite.cli", "finetune", "--help")
+    assert finetune.returncode == 0 and "closed-book" in finetune.stdout
+
+
+def test_the_command_line_offers_every_qa_system():
+    from realm_lite.config import QA_SYSTEMS
+    from realm_lite.qa import SYSTEMS
+
+    assert QA_SYSTEMS == SYSTEMS

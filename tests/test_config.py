@@ -231,3 +231,11 @@ def test_values_are_type_checked_and_choices_validated(tmp_path):
     with pytest.raises(ConfigError, match="realm_steps"):
         Config.load(path)
     assert get_config("quick", reader_lr=1).reader_lr == 1  # an int is a fine float
+
+
+def test_load_out_of_range_value_names_file_and_key(tmp_path):
+    path = get_config().save(tmp_path)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "batch_size": -3}))
+    with pytest.raises(ConfigError) as e:
+        Config.load(path)
+    assert str(path) in str(e.value) and "batch_size=-3" in str(e.value)

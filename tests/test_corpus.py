@@ -434,6 +434,39 @@ def test_prepare_corpus_jsonl_file(cfg, tmp_path):
     assert not (tmp_path / "run" / "world").exists()
 
 
+def test_prepare_corpus_reports_long_stages_on_stderr(cfg, tmp_path, monkeypatch, capsys):
+    from realm_lite import progress
+
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"id": f"d{i}", "title": f"Doc {i}", "text": f"Doc {i} is in Paris."}) + "\n"
+                            for i in range(20)))
+    prepare_corpus(str(path), cfg.replace(vocab_size=200), tmp_path / "quiet")
+    assert capsys.readouterr().err == ""  # stages shorter than progress.DELAY say nothing
+    monkeypatch.setattr(progress, "DELAY", 0.0)  # every stage counts as long
+    prepare_corpus(str(path), cfg.replace(vocab_size=200), tmp_path / "run")
+    err = capsys.readouterr().err
+    for line in (f"corpus: reading {path}: done in", "tokenizer: training a 200-wordpiece vocabulary on 20 texts: "
+                 "done in", "corpus: writing 20 blocks", "blocks: 100%"):
+        assert line in err, err
+
+
+def test_stage_announces_itself_once_it_runs_long(monkeypatch):
+    import io
+    import time
+
+    from realm_lite import progress
+
+    monkeypatch.setattr(progress, "DELAY", 0.05)
+    out = io.StringIO()
+    with progress.stage("slow stage", file=out):
+        time.sleep(0.3)
+    assert out.getvalue().splitlines() == ["slow stage ...", "slow stage: done in 0s"]
+    out = io.StringIO()
+    with progress.stage("fast stage", file=out):
+        pass
+    assert out.getvalue() == ""
+
+
 def test_load_corpus_squad_uses_find_squad(squad_dir, monkeypatch, cfg):
     monkeypatch.setenv("REALM_LITE_SQUAD", str(squad_dir))
     passages, questions, world = load_corpus("squad", cfg)

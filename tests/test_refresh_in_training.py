@@ -22,6 +22,7 @@ def blocks(world, tokenizer, cfg):
     return make_blocks(world_passages(world), tokenizer, cfg.block_len)[0]
 
 
+@pytest.mark.slow
 def test_async_refresh_swaps_in_an_index_and_survives_a_killed_builder(blocks, world, tokenizer, cfg, tmp_path,
                                                                        monkeypatch):
     c = cfg.replace(**RUN)

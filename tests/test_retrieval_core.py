@@ -133,6 +133,7 @@ def test_ict_pair_removes_sentence(blocks):
     assert q in ctx
 
 
+@pytest.mark.slow
 def test_ict_learns_on_the_world(blocks, tokenizer, cfg):
     torch.manual_seed(0)
     r = Retriever(cfg.replace(ict_steps=30, log_every=10), len(tokenizer))
@@ -352,6 +353,7 @@ def test_knowledge_augmented_encoder_with_null_document(blocks, tokenizer, cfg):
         assert torch.allclose(reader(**inputs, masked_positions=pos, target_ids=tgt), expected, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_refresh_sync_async_and_dead_builder(blocks, tokenizer, cfg, retriever, tmp_path):
     logs = []
     ref = IndexRefresher(blocks, tokenizer, cfg, tmp_path, mode="sync", log=logs.append)
