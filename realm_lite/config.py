@@ -305,9 +305,9 @@ PRESETS: dict[str, dict] = {
                 reader_lr=0.0, retriever_lr=1e-4, realm_steps=600, batch_size=16, warmup_steps=60, refresh_every=100,
                 checkpoint_every=100, eval_queries=0, log_every=50, progress=True,
                 qa_retrieve=100, qa_steps=600, qa_batch=16, qa_warmup_steps=50),
-    # The cpu recipe with BERT's dropout, longer warm starts
-    # (salient 2,400, reader 9,000) and 900 REALM steps. Better than `cpu` at seed 0 (recall@5 0.820 against 0.789,
-    # accuracy 0.274 against 0.240) and about 1.6 times as long.
+    # The cpu recipe with BERT's dropout, longer warm starts (salient 2,400, reader 9,000) and 900 REALM steps: at
+    # seed 0 a higher recall@5 than `cpu` (0.820 against 0.81) and a lower accuracy (0.274 against 0.34), about 1.6
+    # times as long (docs/results.md).
     "cpu-long": dict(world_entities=2000, vocab_size=8000, block_len=128, query_len=64, pooling="mean",
                      hidden=128, heads=4, reader_layers=4, warm_start="salient", ict_steps=2400,
                      reader_warmup_steps=9000, reader_warmup_z="own-then-mixed", reader_lr=0.0, retriever_lr=1e-4,

@@ -1,6 +1,6 @@
 """The knowledge corpus Z: documents from any source, cut into REALM blocks of at most `block_len` wordpieces.
 
-Sources (README "Data formats"): the synthetic world, SQuAD v1.1 JSON, DPR Wikipedia TSV
+Sources (data/README.md): the synthetic world, SQuAD v1.1 JSON, DPR Wikipedia TSV
 (`id<TAB>text<TAB>title`), JSONL (`{"id","title","text"}`) and plain text. Each block keeps its
 document's title (the document tower reads `[CLS] title [SEP] body [SEP]`) and a stable id
 `"<doc id>#<block number>"`. Salient spans ride along with exact character offsets.

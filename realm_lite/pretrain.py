@@ -45,8 +45,9 @@ from realm_lite.marginal import marginal_gain, sequence_log_prob, top_retrieval_
 from realm_lite.mips import MipsIndex
 from realm_lite.queries import QueryPool
 from realm_lite.realm import BlockInputs, Realm, candidate_scores, embed_queries, predict_spans, read, realm_loss
+from realm_lite.progress import Progress
 from realm_lite.refresh import IndexRefresher, build_index
-from realm_lite.training import (LOOP_KEYS, Checkpoints, Interrupted, Loop, Progress, append_log, load_checkpoint,
+from realm_lite.training import (LOOP_KEYS, Checkpoints, Interrupted, Loop, append_log, load_checkpoint,
                                  load_weights, restore_rng, rng_states, save_checkpoint, scalars)
 
 WARM_CHECKPOINT = "warmstart-checkpoint.pt"

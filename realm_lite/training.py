@@ -22,16 +22,15 @@ import io
 import json
 import pickle
 import random
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from realm_lite.io import atomic_write_bytes, atomic_write_text
+from realm_lite.progress import Progress
 
 LOOP_KEYS = ("stage", "step", "history", "window", "optimizer", "rng", "torch_rng")
 
@@ -117,34 +116,6 @@ def _forget_log(run_dir, stage: str, after: int) -> None:
 
 def _past(row: dict, stage: str, after: int) -> bool:
     return row.get("stage") == stage and row.get("step", 0) > after
-
-
-class Progress:
-    """A tqdm bar on stderr with cfg.progress; otherwise, with `every` seconds, a line through `log` that often."""
-
-    def __init__(self, total: int, desc: str, cfg, log=print, initial: int = 0, every: float | None = None):
-        self.total, self.desc, self.log, self.every, self.n = total, desc, log, every, initial
-        self.bar = tqdm(total=total, initial=initial, desc=desc, file=sys.stderr) if cfg.progress else None
-        self.t0 = self.last = time.time()
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-        if self.bar is not None:
-            self.bar.update(n)
-        elif self.every is not None and self.log is not None and time.time() - self.last >= self.every:
-            self.last = time.time()
-            self.log(f"{self.desc}: {self.n}/{self.total} ({self.last - self.t0:.0f} s)")
-
-    def write(self, line: str) -> None:
-        """A log line, above the bar rather than through it."""
-        if self.bar is not None and self.log is print:
-            self.bar.write(line)
-        elif self.log is not None:
-            self.log(line)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 # ---- the loop -----------------------------------------------------------------------------------
