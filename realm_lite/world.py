@@ -389,7 +389,6 @@ class World:
                 raise ValueError(f"{relation} takes a {kind} like {example!r}, got {value!r}")
         elif value not in self.entities or self.entities[value].kind != kind:
             raise ValueError(f"{relation} takes the id of a {kind} entity, got {value!r}")
-        old = fact.value
         before = {d for f in self._by_subject[subject] for d in self.homes(f)}
         fact.value = value
         self._index_facts()
