@@ -99,6 +99,9 @@ def cmd_demo(args) -> None:
         print(qa_table(results))
         print(f"(QA stage {time.time() - t1:.0f}s)")
     print(f"\ndone in {time.time() - t0:.1f}s; outputs in {out}/")
+    if cfg.preset == "quick":
+        print("quick is a smoke run of every stage: a few dozen steps, so its accuracies are near 0 by design. "
+              "What REALM learns comes from --preset cpu: README.md, Results, and docs/results.md.")
 
 
 def cmd_pretrain(args) -> None:
