@@ -28,6 +28,7 @@ from realm_lite.io import atomic_write_text  # noqa: E402
 from realm_lite.pretrain import autocast, setup_run  # noqa: E402
 from realm_lite.realm import realm_loss  # noqa: E402
 from realm_lite.refresh import build_index  # noqa: E402
+from realm_lite.training import load_checkpoint  # noqa: E402
 from realm_lite.warmstart import train_reader_warmup  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))  # realm_timing, also when loaded by path (tests)
@@ -89,7 +90,7 @@ def main(argv=None) -> int:
     if parts.device.type != "cpu":
         print("this bench measures CPU autocast; the run's device is " + str(parts.device), file=sys.stderr)
         return 2
-    state = torch.load(run / "warmstart.pt", map_location="cpu", weights_only=False)["model"]
+    state = load_checkpoint(run / "warmstart.pt", "warm start")["model"]
     parts.model.load_state_dict(state)
     index = build_index(parts.model.retriever.embed_doc, parts.blocks, parts.tokenizer, parts.cfg, parts.device)
     rows, losses = [], {p: eval_losses(parts, index, state, 5, p) for p in PRECISIONS}

@@ -48,6 +48,7 @@ from realm_lite.io import atomic_write_text  # noqa: E402
 from realm_lite.pretrain import evaluate, setup_run, train_realm, warm_start  # noqa: E402
 from realm_lite.refresh import build_index  # noqa: E402
 from realm_lite.retriever import Retriever  # noqa: E402
+from realm_lite.training import load_checkpoint  # noqa: E402
 from realm_lite.warmstart import train_salient  # noqa: E402
 
 ARMS = ("realm", "frozen", "warmstart", "cold")
@@ -100,7 +101,7 @@ def adopt_warm_start(run, cfg, base: Path) -> None:
             shutil.copytree(src, base / name, dirs_exist_ok=True)
         elif src.exists():
             shutil.copy2(src, base / name)
-    saved = torch.load(run / "warmstart.pt", map_location="cpu", weights_only=False)
+    saved = load_checkpoint(run / "warmstart.pt", "warm start", keys=("model", "result"))
     result = saved["result"]  # the warm start's evaluation and its stages' seconds
     warm = {**result["eval"], "from": str(run),
             "seconds": round(result.get("retriever_seconds", 0) + result.get("reader_warmup_seconds", 0), 1)}

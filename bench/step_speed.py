@@ -38,6 +38,7 @@ from realm_lite.io import atomic_write_text  # noqa: E402
 from realm_lite.pretrain import setup_run  # noqa: E402
 from realm_lite.realm import Realm  # noqa: E402
 from realm_lite.refresh import build_index  # noqa: E402
+from realm_lite.training import load_checkpoint  # noqa: E402
 from realm_lite.warmstart import train_reader_warmup, train_salient  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))  # realm_timing, also when loaded by path (tests)
@@ -71,7 +72,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"--run {args.run}: no warmstart.pt or curves_state.pt in it; pass --state")
     if state_file and not state_file.exists():
         raise SystemExit(f"--state {state_file}: no such file")
-    state = torch.load(state_file, map_location="cpu", weights_only=False) if state_file else None
+    state = load_checkpoint(state_file, "saved state", keys=()) if state_file else None
     state = state.get("model", state) if state else None  # warmstart.pt holds {"model": ..., "result": ...}
     tmp = Path(tempfile.mkdtemp(prefix="step_speed-"))
     try:

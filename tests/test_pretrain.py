@@ -96,7 +96,7 @@ def test_predict_spans_picks_the_mixture_argmax():
 
 
 def _state(run):
-    return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
 
 
 @pytest.mark.slow

@@ -73,6 +73,6 @@ def test_async_refresh_swaps_in_an_index_and_survives_a_killed_builder(blocks, w
     died = [line for line in logs if "died" in line]
     assert len(died) == 1 and f"builder for step {KILLED} died" in died[0]
     assert f"continues on the index from step {GOOD}" in died[0] and "exited with code" in died[0]
-    ck = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    ck = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert ck["step"] == 8 and ck["index_step"] == GOOD  # trained to the last step on the last good index
     assert not ref.busy
