@@ -1,9 +1,10 @@
-"""`realm-lite` command line: world, corpus, pretrain, finetune, evaluate, update, demo."""
+"""`realm-lite` command line: world, corpus, pretrain, finetune, evaluate, update, export, demo."""
 from __future__ import annotations
 
 import argparse
 import os
 import random
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -175,6 +176,18 @@ def cmd_update(args) -> None:
     print(f"report written to {out}")
 
 
+def cmd_export(args) -> None:
+    """A finished pre-training run (and --qa systems) as a from_pretrained-style directory."""
+    from realm_lite.export import export_run
+
+    info = export_run(args.run, args.out, qa_dirs=args.qa, dtype=args.dtype, overwrite=args.overwrite,
+                      command=args.command_line)
+    weights = info["files"]["model.safetensors"]
+    qa = f"; QA systems: {', '.join(info['qa'])}" if info["qa"] else ""
+    print(f"exported {args.run} to {args.out}: {info['total_bytes'] / 1e6:.1f} MB in {len(info['files'])} files "
+          f"(model.safetensors {weights / 1e6:.1f} MB, {info['dtype']}){qa}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="realm-lite", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -228,8 +241,16 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="where knowledge-update.json goes (default: --model)")
     p.set_defaults(fn=cmd_update)
+    p = sub.add_parser("export", help="a finished pre-training run as a from_pretrained-style directory")
+    p.add_argument("run", help="the pre-training run directory (realm-lite pretrain --out)")
+    p.add_argument("out", help="the export directory to write")
+    p.add_argument("--qa", nargs="*", metavar="QA_DIR", help="fine-tuned QA runs to include (realm-lite finetune --out)")
+    p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="the weights' dtype on disk")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export directory")
+    p.set_defaults(fn=cmd_export)
 
     args = parser.parse_args(argv)
+    args.command_line = shlex.join(sys.argv if argv is None else ["realm-lite", *argv])
     try:
         args.fn(args)
     except (FileNotFoundError, FileExistsError, ValueError, KeyError, ImportError, OSError) as e:

@@ -1,0 +1,249 @@
+"""A trained REALM as a `from_pretrained`-style directory, and loading it back in seconds. Notebooks 06 and 07.
+
+    realm-lite export runs/cpu exports/world-cpu --qa runs/cpu-qa/realm runs/cpu-qa/ict   # fp16 weights
+    pre = realm_lite.load_pretrained("exports/world-cpu")   # model, tokenizer, blocks, world, index, metrics
+
+An export directory holds
+  config.json              the run's Config;
+  tokenizer/               its WordPiece tokenizer (save_pretrained);
+  model.safetensors        the Realm state dict (Embed_input, Embed_doc, the knowledge-augmented encoder),
+                           floating tensors cast to the export's dtype;
+  blocks.jsonl, world/     the blocks z (and, for the synthetic corpus, the world that states their facts);
+  metrics.json             the run's evaluations (after the warm start, after REALM);
+  qa/<system>/             optional fine-tuned QA systems: config.json, qa.json (as the QA run wrote it; its
+                           "init" names the run it started from), model.safetensors;
+  export.json              format tag, realm-lite version, the command that wrote it, the source run, dtype
+                           and the size in bytes of every other file.
+Everything is written into a temporary sibling directory that is renamed into place at the end, so a killed
+export leaves either nothing or a whole directory.
+
+Placement: beside the models (it knows no training loop), but it reads a run's checkpoint.pt with
+realm_lite.training's file helpers (load_checkpoint, load_weights: no loop in them) and builds the MIPS index with
+realm_lite.refresh.build_index, so that a loaded model is searched exactly as the run that trained it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from realm_lite.io import _umask, atomic_write_bytes, atomic_write_text
+from realm_lite.realm import BlockInputs, Realm
+
+FORMAT = "realm-lite-export/1"
+DTYPES = {"float16": torch.float16, "float32": torch.float32}
+WEIGHTS = "model.safetensors"
+
+
+def library_version() -> str:
+    """The installed realm-lite's version, or "unknown" when it runs from a plain checkout."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("realm-lite")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+# ---- writing ---------------------------------------------------------------------------------------
+def export_run(run_dir, out_dir, qa_dirs=None, dtype: str = "float16", overwrite: bool = False,
+               command: str | None = None) -> dict:
+    """Write a finished pre-training run (and optional QA runs) as an export directory; returns export.json."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: one of {', '.join(DTYPES)}")
+    run, out = Path(run_dir), Path(out_dir)
+    cfg, tokenizer, state = _read_run(run)
+    for source in [run, *map(Path, qa_dirs or [])]:
+        a, b = source.resolve(), out.resolve()
+        if a == b or a in b.parents or b in a.parents:
+            raise ValueError(f"{out} overlaps {source}: an export goes to a directory of its own")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it, or choose another directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        cfg.save(tmp)
+        tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        _save_weights(state, tmp / WEIGHTS, DTYPES[dtype])
+        shutil.copyfile(run / "blocks.jsonl", tmp / "blocks.jsonl")
+        if (run / "world").is_dir():
+            shutil.copytree(run / "world", tmp / "world")
+        shutil.copyfile(run / "metrics.json", tmp / "metrics.json")
+        systems = [_export_qa(Path(q), run, len(tokenizer), tmp / "qa", DTYPES[dtype]) for q in qa_dirs or []]
+        info = {"format": FORMAT, "realm_lite_version": library_version(),
+                "command": command if command is not None else shlex.join(sys.argv),
+                "source": str(run.resolve()), "dtype": dtype, "qa": systems,
+                "files": {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}}
+        info["total_bytes"] = sum(info["files"].values())
+        atomic_write_text(tmp / "export.json", json.dumps(info, indent=2) + "\n")
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 -> what mkdir would give
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return info
+
+
+def _read_run(run: Path):
+    """(cfg, tokenizer, Realm state dict) of a finished run; a missing file or a bad checkpoint names the file."""
+    from realm_lite.config import Config
+    from realm_lite.tokenizer import load_tokenizer
+    from realm_lite.training import load_checkpoint, load_weights
+
+    if not run.is_dir():
+        raise FileNotFoundError(f"no pre-training run at {run}")
+    for name in ("config.json", "blocks.jsonl", "tokenizer"):
+        if not (run / name).exists():
+            raise FileNotFoundError(f"{run / name} is missing: {run} is not a realm-lite pre-training run")
+    if not (run / "checkpoint.pt").exists():
+        raise FileNotFoundError(f"{run / 'checkpoint.pt'} is missing: the run has not reached REALM's first "
+                                f"checkpoint (finish it with `realm-lite pretrain --out {run} --resume`)")
+    if not (run / "metrics.json").exists():
+        raise FileNotFoundError(f"{run / 'metrics.json'} is missing: the run is unfinished "
+                                f"(finish it with `realm-lite pretrain --out {run} --resume`)")
+    cfg = Config.load(run)
+    tokenizer = load_tokenizer(run / "tokenizer")
+    state = load_checkpoint(run / "checkpoint.pt", "REALM checkpoint")["model"]
+    load_weights(Realm(cfg, len(tokenizer)), state, run / "checkpoint.pt")  # it fits this run's Realm
+    return cfg, tokenizer, state
+
+
+def _save_weights(state: dict, path: Path, dtype: torch.dtype) -> None:
+    """A state dict as safetensors, floating tensors cast to `dtype` (each its own contiguous copy)."""
+    from safetensors.torch import save
+
+    tensors = {k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).contiguous().clone()
+               for k, v in state.items()}
+    atomic_write_bytes(path, save(tensors, metadata={"format": "pt"}))
+
+
+def _export_qa(qa_dir: Path, run: Path, vocab_size: int, dest_root: Path, dtype: torch.dtype) -> str:
+    """qa/<system>/: a QA run's config.json, qa.json and weights; it must start from the exported run's blocks."""
+    from realm_lite.config import Config
+    from realm_lite.qa import QAModel
+    from realm_lite.training import load_checkpoint, load_weights
+
+    for name in ("config.json", "qa.json", "checkpoint.pt"):
+        if not (qa_dir / name).exists():
+            raise FileNotFoundError(f"{qa_dir / name} is missing: {qa_dir} is not a realm-lite QA run")
+    try:
+        meta = json.loads((qa_dir / "qa.json").read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{qa_dir / 'qa.json'}: not valid JSON ({e})") from None
+    system = meta.get("system")
+    if not isinstance(system, str):
+        raise ValueError(f"{qa_dir / 'qa.json'}: names no QA system")
+    init_blocks = Path(str(meta.get("init", ""))) / "blocks.jsonl"
+    if not init_blocks.is_file() or init_blocks.read_bytes() != (run / "blocks.jsonl").read_bytes():
+        raise ValueError(f"{qa_dir} was fine-tuned from {meta.get('init')}, whose blocks are not those of {run}")
+    dest = dest_root / system
+    if dest.exists():
+        raise ValueError(f"two QA runs of system {system!r}: an export holds one of each")
+    cfg = Config.load(qa_dir)
+    state = load_checkpoint(qa_dir / "checkpoint.pt", "QA checkpoint", keys=("model", "step"))["model"]
+    load_weights(QAModel(system, cfg, vocab_size), state, qa_dir / "checkpoint.pt")
+    cfg.save(dest)
+    atomic_write_text(dest / "qa.json", json.dumps(meta, indent=2) + "\n")
+    _save_weights(state, dest / WEIGHTS, dtype)
+    return system
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Rename `tmp` to `out`; an existing `out` (overwrite) is moved aside first and removed after."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old")) / out.name
+        out.rename(old)
+    try:
+        tmp.rename(out)
+    except BaseException:
+        if old is not None:
+            old.rename(out)  # the previous export stays where it was
+        raise
+    if old is not None:
+        shutil.rmtree(old.parent, ignore_errors=True)
+
+
+# ---- loading ---------------------------------------------------------------------------------------
+@dataclass
+class Pretrained:
+    """A loaded export: the REALM model with its corpus, the MIPS index over Embed_doc(z), and its records."""
+
+    cfg: object
+    model: Realm
+    tokenizer: object
+    blocks: list
+    world: object  # realm_lite.world.World, or None for a text corpus
+    inputs: BlockInputs
+    index: object  # realm_lite.mips.MipsIndex: one row Embed_doc(z) per block
+    metrics: dict
+    info: dict  # export.json
+
+
+def read_export_info(path) -> dict:
+    """export.json of an export directory; a missing file or another format tag is an error naming it."""
+    file = Path(path) / "export.json"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} is missing: {path} is not a realm-lite export (write one with "
+                                f"`realm-lite export RUN {path}`)")
+    try:
+        info = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{file}: not valid JSON ({e})") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        tag = info.get("format") if isinstance(info, dict) else None
+        raise ValueError(f"{file}: format {tag!r}, not {FORMAT!r}")
+    return info
+
+
+def load_weights_file(module: torch.nn.Module, path: Path) -> None:
+    """Load a safetensors state dict into `module` in float32; a corrupt or ill-fitting file is named."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from realm_lite.training import load_weights
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0][:200]})") from None
+    load_weights(module, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, path)
+
+
+def load_pretrained(path, device="cpu") -> Pretrained:
+    """An export directory as a ready REALM: model in eval mode, float32 weights, blocks and a fresh index."""
+    from realm_lite.config import Config
+    from realm_lite.corpus import load_blocks
+    from realm_lite.refresh import build_index
+    from realm_lite.tokenizer import load_tokenizer
+    from realm_lite.world import World
+
+    path = Path(path)
+    info = read_export_info(path)
+    for name in ("config.json", "tokenizer", "blocks.jsonl", "metrics.json", WEIGHTS):
+        if not (path / name).exists():
+            raise FileNotFoundError(f"{path / name} is missing: the export at {path} is incomplete")
+    cfg = Config.load(path)
+    tokenizer = load_tokenizer(path / "tokenizer")
+    blocks = load_blocks(path / "blocks.jsonl")
+    world = World.load(path / "world") if (path / "world").is_dir() else None
+    model = Realm(cfg, len(tokenizer))
+    load_weights_file(model, path / WEIGHTS)
+    model.to(device).eval()
+    inputs = BlockInputs(blocks, tokenizer, cfg.block_len)
+    with torch.no_grad():
+        index = build_index(model.retriever.embed_doc, blocks, tokenizer, cfg, device)
+    try:
+        metrics = json.loads((path / "metrics.json").read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path / 'metrics.json'}: not valid JSON ({e})") from None
+    return Pretrained(cfg, model, tokenizer, blocks, world, inputs, index, metrics, info)
