@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from realm_lite.io import _umask, atomic_write_bytes, atomic_write_text
+from realm_lite.io import current_umask, atomic_write_bytes, atomic_write_text
 from realm_lite.realm import BlockInputs, Realm
 
 FORMAT = "realm-lite-export/1"
@@ -83,7 +83,7 @@ def export_run(run_dir, out_dir, qa_dirs=None, dtype: str = "float16", overwrite
                 "files": {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}}
         info["total_bytes"] = sum(info["files"].values())
         atomic_write_text(tmp / "export.json", json.dumps(info, indent=2) + "\n")
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 -> what mkdir would give
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 -> what mkdir would give
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

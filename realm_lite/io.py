@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 
-def _umask() -> int:
+def current_umask() -> int:
     """The process's file-creation mask (read by setting it, then putting it back)."""
     mask = os.umask(0o022)
     os.umask(mask)
@@ -22,7 +22,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
