@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from realm_lite.io import current_umask, atomic_write_bytes, atomic_write_text
+from realm_lite.io import atomic_write_bytes, atomic_write_text, current_umask
 from realm_lite.realm import BlockInputs, Realm
 
 FORMAT = "realm-lite-export/1"

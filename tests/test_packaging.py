@@ -223,3 +223,14 @@ def test_ci_run_is_executable():
     import os
 
     assert os.access(ROOT / ".ci" / "run", os.X_OK)
+
+
+def test_no_module_imports_another_modules_private_names():
+    """A name with a leading underscore stays inside its module: what others need is public."""
+    pattern = re.compile(r"^\s*from realm_lite\.\w+ import \(?([^)]*)", re.MULTILINE)
+    bad = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "realm_lite").glob("*.py")):
+        for names in pattern.findall(path.read_text(encoding="utf-8")):
+            bad += [f"{path.name}: {n.strip()}" for n in names.replace("\n", " ").split(",")
+                    if n.strip().startswith("_")]
+    assert not bad, bad
