@@ -244,7 +244,8 @@ def main(argv=None) -> int:
     p = sub.add_parser("export", help="a finished pre-training run as a from_pretrained-style directory")
     p.add_argument("run", help="the pre-training run directory (realm-lite pretrain --out)")
     p.add_argument("out", help="the export directory to write")
-    p.add_argument("--qa", nargs="*", metavar="QA_DIR", help="fine-tuned QA runs to include (realm-lite finetune --out)")
+    p.add_argument("--qa", nargs="*", metavar="QA_DIR",
+                   help="fine-tuned QA runs to include (realm-lite finetune --out)")
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="the weights' dtype on disk")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export directory")
     p.set_defaults(fn=cmd_export)

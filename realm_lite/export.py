@@ -93,23 +93,20 @@ def export_run(run_dir, out_dir, qa_dirs=None, dtype: str = "float16", overwrite
 
 def _read_run(run: Path):
     """(cfg, tokenizer, Realm state dict) of a finished run; a missing file or a bad checkpoint names the file."""
-    from realm_lite.config import Config
-    from realm_lite.tokenizer import load_tokenizer
+    from realm_lite.pretrain import load_run
     from realm_lite.training import load_checkpoint, load_weights
 
     if not run.is_dir():
         raise FileNotFoundError(f"no pre-training run at {run}")
-    for name in ("config.json", "blocks.jsonl", "tokenizer"):
-        if not (run / name).exists():
-            raise FileNotFoundError(f"{run / name} is missing: {run} is not a realm-lite pre-training run")
+    if not (run / "tokenizer").exists():
+        raise FileNotFoundError(f"{run / 'tokenizer'} is missing: {run} is not a realm-lite pre-training run")
     if not (run / "checkpoint.pt").exists():
         raise FileNotFoundError(f"{run / 'checkpoint.pt'} is missing: the run has not reached REALM's first "
                                 f"checkpoint (finish it with `realm-lite pretrain --out {run} --resume`)")
     if not (run / "metrics.json").exists():
         raise FileNotFoundError(f"{run / 'metrics.json'} is missing: the run is unfinished "
                                 f"(finish it with `realm-lite pretrain --out {run} --resume`)")
-    cfg = Config.load(run)
-    tokenizer = load_tokenizer(run / "tokenizer")
+    cfg, _, tokenizer, _ = load_run(run)
     state = load_checkpoint(run / "checkpoint.pt", "REALM checkpoint")["model"]
     load_weights(Realm(cfg, len(tokenizer)), state, run / "checkpoint.pt")  # it fits this run's Realm
     return cfg, tokenizer, state
@@ -221,27 +218,20 @@ def load_weights_file(module: torch.nn.Module, path: Path) -> None:
 
 def load_pretrained(path, device="cpu") -> Pretrained:
     """An export directory as a ready REALM: model in eval mode, float32 weights, blocks and a fresh index."""
-    from realm_lite.config import Config
-    from realm_lite.corpus import load_blocks
+    from realm_lite.pretrain import load_run  # an export keeps a run's layout: config.json, tokenizer/, blocks, world/
     from realm_lite.refresh import build_index
-    from realm_lite.tokenizer import load_tokenizer
-    from realm_lite.world import World
 
     path = Path(path)
     info = read_export_info(path)
     for name in ("config.json", "tokenizer", "blocks.jsonl", "metrics.json", WEIGHTS):
         if not (path / name).exists():
             raise FileNotFoundError(f"{path / name} is missing: the export at {path} is incomplete")
-    cfg = Config.load(path)
-    tokenizer = load_tokenizer(path / "tokenizer")
-    blocks = load_blocks(path / "blocks.jsonl")
-    world = World.load(path / "world") if (path / "world").is_dir() else None
+    cfg, blocks, tokenizer, world = load_run(path)
     model = Realm(cfg, len(tokenizer))
     load_weights_file(model, path / WEIGHTS)
     model.to(device).eval()
     inputs = BlockInputs(blocks, tokenizer, cfg.block_len)
-    with torch.no_grad():
-        index = build_index(model.retriever.embed_doc, blocks, tokenizer, cfg, device)
+    index = build_index(model.retriever.embed_doc, blocks, tokenizer, cfg, device)  # (N, D), embedded without grad
     try:
         metrics = json.loads((path / "metrics.json").read_text())
     except json.JSONDecodeError as e:

@@ -27,7 +27,7 @@ def _faiss():
     """FAISS, imported on first use, with its BLAS threshold set once."""
     import faiss
 
-    faiss.cvar.distance_compute_blas_threshold = 20  # BLAS from 20 queries on (default 128,000): faster batched exact search on CPU
+    faiss.cvar.distance_compute_blas_threshold = 20  # BLAS from 20 queries on (default 128,000): faster batched search
     return faiss
 
 

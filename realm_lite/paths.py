@@ -1,4 +1,5 @@
-"""Where the project's files are, from any working directory: the notebooks read bench/results and write runs/ through it."""
+"""Where the project's files are, from any working directory: the notebooks read bench/results and write runs/
+through it."""
 import os
 import re
 from pathlib import Path
