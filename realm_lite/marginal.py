@@ -2,6 +2,7 @@
 
     p(y | z, x) = prod_j p(y_j | z, x),   p(y_j | z, x) ∝ exp(w_j^T BERT_MASK(j)(join_BERT(x, z_body)))
     log p(y | x) = logsumexp_z [ log p(z | x) + log p(y | z, x) ]      over the top k and the null document ∅
+    r(z)         = d log p(y | x) / d f(x, z) = [p(y|z,x) / p(y|x) - 1] p(z|x) = p(z|y,x) - p(z|x)
     RU(z)        = log p(y | z, x) - log p(y | ∅, x)                   retrieval utility of one document z
 
 The MLM head is computed only at the masked positions: for a small model the vocabulary
@@ -69,6 +70,13 @@ def marginal_log_likelihood(scores: torch.Tensor, log_p_y_given_zx: torch.Tensor
     """log p(y|x) = logsumexp_z [log p(z|x) + log p(y|z,x)] with p(z|x) = softmax_z f(x,z): (B, K) -> (B,)."""
     log_p_z = F.log_softmax(scores, dim=-1)  # (B, K)
     return torch.logsumexp(log_p_z + log_p_y_given_zx, dim=-1)  # (B,)
+
+
+@torch.no_grad()
+def relevance_gradient(scores: torch.Tensor, log_p_y_zx: torch.Tensor) -> torch.Tensor:
+    """r(z) = d log p(y|x) / d f(x,z) = [p(y|z,x)/p(y|x) - 1] p(z|x) = p(z|y,x) - p(z|x): (B, K) -> (B, K)."""
+    log_p_z = F.log_softmax(scores, dim=-1)  # (B, K)
+    return F.softmax(log_p_z + log_p_y_zx, dim=-1) - log_p_z.exp()  # posterior p(z|y,x) minus prior p(z|x)
 
 
 def retrieval_utility(log_p_y_zx: torch.Tensor) -> torch.Tensor:

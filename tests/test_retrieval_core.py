@@ -8,7 +8,7 @@ import torch
 from realm_lite.corpus import make_blocks, world_passages
 from realm_lite.ict import ict_pair, train_ict
 from realm_lite.marginal import (KnowledgeAugmentedEncoder, join_inputs, marginal_gain, marginal_log_likelihood,
-                                 pad_targets, retrieval_utility, top_retrieval_utility)
+                                 pad_targets, relevance_gradient, retrieval_utility, top_retrieval_utility)
 from realm_lite.masking import mask_salient_span, sentence_spans
 from realm_lite.mips import MipsIndex, fingerprint
 from realm_lite.refresh import IndexRefresher
@@ -259,6 +259,26 @@ def test_gradient_identity():
     p_z = torch.softmax(f.detach(), -1)
     expected = (log_p_y_z.exp() / ll.detach().exp().unsqueeze(1) - 1) * p_z
     assert torch.allclose(f.grad, expected)
+
+
+def test_relevance_gradient_is_autograd_and_posterior_minus_prior():
+    """r(z) from `relevance_gradient` equals autograd's d log p(y|x) / d f(x,z), and is positive exactly where
+    p(y|z,x) > p(y|x)."""
+    torch.manual_seed(1)
+    f = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    log_p_y_z = torch.randn(3, 6, dtype=torch.float64) * 3 - 4
+    ll = marginal_log_likelihood(f, log_p_y_z)
+    ll.sum().backward()
+    r = relevance_gradient(f, log_p_y_z)
+    assert not r.requires_grad and r.shape == (3, 6)
+    assert torch.allclose(r, f.grad, atol=1e-12)
+    assert torch.equal(r > 0, log_p_y_z > ll.detach()[:, None])
+    # by hand: p(z|x) = (1/2, 1/2), p(y|z,x) = (0.5, 0.1): p(y|x) = 0.3, r = [0.5/0.3 - 1, 0.1/0.3 - 1] / 2
+    r = relevance_gradient(torch.zeros(1, 2), torch.tensor([[0.5, 0.1]]).log())
+    assert torch.allclose(r, torch.tensor([[1 / 3, -1 / 3]]))
+    # a reader that ignores z gives the retriever nothing; scores of -1e4 (float32) do not overflow
+    assert torch.allclose(relevance_gradient(torch.tensor([[3.0, -1e4, 0.0]]), torch.full((1, 3), -2.0)),
+                          torch.zeros(1, 3))
 
 
 def test_retrieval_utility_and_marginal_gain_by_hand():
