@@ -105,6 +105,19 @@ def cmd_demo(args) -> None:
               "What REALM learns comes from --preset cpu: README.md, Results, and docs/results.md.")
 
 
+def _record_command(args) -> None:
+    """Append this command line to the run's commands.jsonl: an export lists how its runs were made."""
+    import json
+
+    from realm_lite.io import library_version
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "commands.jsonl", "a") as f:
+        f.write(json.dumps({"command": args.command_line, "realm_lite_version": library_version(),
+                            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
+
+
 def cmd_pretrain(args) -> None:
     """Warm starts (the preset's; none with --cold-start), REALM pre-training, evaluation; metrics.json in --out."""
     overrides = {}
@@ -119,6 +132,7 @@ def cmd_pretrain(args) -> None:
     cfg = get_config(args.preset, **{**parse_overrides(args.set or []), **overrides})  # checked before torch loads
     from realm_lite.pretrain import metrics_table, pretrain
 
+    _record_command(args)
     metrics = pretrain(args.corpus, cfg, args.out, resume=args.resume)
     print(metrics_table(metrics))
     print(f"metrics written to {Path(args.out) / 'metrics.json'}")
@@ -138,6 +152,7 @@ def cmd_finetune(args) -> None:
     overrides = parse_overrides(args.set or [])
     from realm_lite.finetune import run_finetune
 
+    _record_command(args)
     qa = run_finetune(args.init, args.system, args.dataset, args.out, overrides, resume=args.resume)
     print(f"fine-tuned {qa.name} written to {args.out} ({qa.info.get('finetune_seconds')}s)")
 
@@ -181,7 +196,7 @@ def cmd_export(args) -> None:
     from realm_lite.export import export_run
 
     info = export_run(args.run, args.out, qa_dirs=args.qa, dtype=args.dtype, overwrite=args.overwrite,
-                      command=args.command_line)
+                      command=args.command_line, quality=args.quality)
     weights = info["files"]["model.safetensors"]
     qa = f"; QA systems: {', '.join(info['qa'])}" if info["qa"] else ""
     print(f"exported {args.run} to {args.out}: {info['total_bytes'] / 1e6:.1f} MB in {len(info['files'])} files "
@@ -248,10 +263,12 @@ def main(argv=None) -> int:
                    help="fine-tuned QA runs to include (realm-lite finetune --out)")
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="the weights' dtype on disk")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export directory")
+    p.add_argument("--quality", type=int, default=0, metavar="N",
+                   help="measure the written export on N held-out queries and N test questions (quality.json)")
     p.set_defaults(fn=cmd_export)
 
     args = parser.parse_args(argv)
-    args.command_line = shlex.join(sys.argv if argv is None else ["realm-lite", *argv])
+    args.command_line = shlex.join(["realm-lite", *(sys.argv[1:] if argv is None else argv)])
     try:
         args.fn(args)
     except (FileNotFoundError, FileExistsError, ValueError, KeyError, ImportError, OSError) as e:

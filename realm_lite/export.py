@@ -2,18 +2,27 @@
 
     realm-lite export runs/cpu exports/world-cpu --qa runs/cpu-qa/realm runs/cpu-qa/ict   # fp16 weights
     pre = realm_lite.load_pretrained("exports/world-cpu")   # model, tokenizer, blocks, world, index, metrics
+    pre = realm_lite.load_pretrained("world-cpu")            # the model that ships with the package
+    base = realm_lite.load_pretrained("world-cpu", weights="warmstart")   # its frozen-retriever baseline
+    qa = realm_lite.load_qa("world-cpu", "realm")            # a fine-tuned QA system (realm_lite.qa.QASystem)
+
+`load_pretrained` and `load_qa` also take a pre-training run directory and a QA run directory.
 
 An export directory holds
   config.json              the run's Config;
   tokenizer/               its WordPiece tokenizer (save_pretrained);
   model.safetensors        the Realm state dict (Embed_input, Embed_doc, the knowledge-augmented encoder),
                            floating tensors cast to the export's dtype;
+  warmstart.safetensors    the same model after the warm starts, before REALM: the frozen-retriever baseline;
   blocks.jsonl, world/     the blocks z (and, for the synthetic corpus, the world that states their facts);
   metrics.json             the run's evaluations (after the warm start, after REALM);
   qa/<system>/             optional fine-tuned QA systems: config.json, qa.json (as the QA run wrote it; its
                            "init" names the run it started from), model.safetensors;
-  export.json              format tag, realm-lite version, the command that wrote it, the source run, dtype
-                           and the size in bytes of every other file.
+  quality.json             optional (--quality N): the export's own numbers on N held-out queries and N test
+                           questions (realm_lite.shipped.measure_quality), for checking a later library against;
+  export.json              format tag, realm-lite version, the command that wrote it, the commands that made the
+                           runs (their commands.jsonl), the source run, dtype and the size in bytes of every
+                           other file.
 Everything is written into a temporary sibling directory that is renamed into place at the end, so a killed
 export leaves either nothing or a whole directory.
 
@@ -29,35 +38,31 @@ import shlex
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from realm_lite.io import atomic_write_bytes, atomic_write_text, current_umask
+from realm_lite.io import atomic_write_bytes, atomic_write_text, current_umask, library_version
 from realm_lite.realm import BlockInputs, Realm
 
 FORMAT = "realm-lite-export/1"
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 WEIGHTS = "model.safetensors"
-
-
-def library_version() -> str:
-    """The installed realm-lite's version, or "unknown" when it runs from a plain checkout."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("realm-lite")
-    except PackageNotFoundError:
-        return "unknown"
+WARMSTART_WEIGHTS = "warmstart.safetensors"
+COMMANDS = "commands.jsonl"  # one line per `realm-lite pretrain/finetune` that wrote into a run (realm_lite.cli)
 
 
 # ---- writing ---------------------------------------------------------------------------------------
 def export_run(run_dir, out_dir, qa_dirs=None, dtype: str = "float16", overwrite: bool = False,
-               command: str | None = None) -> dict:
-    """Write a finished pre-training run (and optional QA runs) as an export directory; returns export.json."""
+               command: str | None = None, quality: int = 0) -> dict:
+    """Write a finished pre-training run (and optional QA runs) as an export directory; returns export.json.
+    With `quality` > 0 the exported model is loaded back and measured on that many held-out queries and test
+    questions (quality.json)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: one of {', '.join(DTYPES)}")
+    if quality < 0:
+        raise ValueError(f"quality {quality}: the number of queries to measure on, 0 or more")
     run, out = Path(run_dir), Path(out_dir)
     cfg, tokenizer, state = _read_run(run)
     for source in [run, *map(Path, qa_dirs or [])]:
@@ -72,23 +77,49 @@ def export_run(run_dir, out_dir, qa_dirs=None, dtype: str = "float16", overwrite
         cfg.save(tmp)
         tokenizer.save_pretrained(str(tmp / "tokenizer"))
         _save_weights(state, tmp / WEIGHTS, DTYPES[dtype])
+        if (run / "warmstart.pt").exists():
+            from realm_lite.training import load_checkpoint
+
+            _save_weights(load_checkpoint(run / "warmstart.pt", "warm start", keys=("model",))["model"],
+                          tmp / WARMSTART_WEIGHTS, DTYPES[dtype])
         shutil.copyfile(run / "blocks.jsonl", tmp / "blocks.jsonl")
         if (run / "world").is_dir():
             shutil.copytree(run / "world", tmp / "world")
         shutil.copyfile(run / "metrics.json", tmp / "metrics.json")
         systems = [_export_qa(Path(q), run, len(tokenizer), tmp / "qa", DTYPES[dtype]) for q in qa_dirs or []]
+        runs = {"pretrain": run, **{f"qa/{name}": Path(q) for name, q in zip(systems, qa_dirs or [])}}
         info = {"format": FORMAT, "realm_lite_version": library_version(),
                 "command": command if command is not None else shlex.join(sys.argv),
-                "source": str(run.resolve()), "dtype": dtype, "qa": systems,
-                "files": {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}}
-        info["total_bytes"] = sum(info["files"].values())
-        atomic_write_text(tmp / "export.json", json.dumps(info, indent=2) + "\n")
+                "commands": {name: read_commands(d) for name, d in runs.items()},
+                "source": str(run.resolve()), "dtype": dtype, "qa": systems}
+        _write_info(tmp, info)
+        if quality:  # measured on the written files, as anyone loading the export will see them
+            from realm_lite.shipped import measure_quality
+
+            atomic_write_text(tmp / "quality.json", json.dumps(measure_quality(tmp, quality), indent=2) + "\n")
+            _write_info(tmp, info)
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 -> what mkdir would give
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return info
+
+
+def _write_info(tmp: Path, info: dict) -> None:
+    """export.json: `info` with the size in bytes of every other file of the directory."""
+    info["files"] = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*"))
+                     if p.is_file() and p.name != "export.json"}
+    info["total_bytes"] = sum(info["files"].values())
+    atomic_write_text(tmp / "export.json", json.dumps(info, indent=2) + "\n")
+
+
+def read_commands(run_dir) -> list[str]:
+    """The command lines recorded in a run's commands.jsonl (empty when it was made from Python)."""
+    file = Path(run_dir) / COMMANDS
+    if not file.is_file():
+        return []
+    return [json.loads(line)["command"] for line in file.read_text().splitlines() if line.strip()]
 
 
 def _read_run(run: Path):
@@ -171,7 +202,7 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
 # ---- loading ---------------------------------------------------------------------------------------
 @dataclass
 class Pretrained:
-    """A loaded export: the REALM model with its corpus, the MIPS index over Embed_doc(z), and its records."""
+    """A loaded REALM with its corpus, the MIPS index over Embed_doc(z), and its records. Notebooks 06 and 08."""
 
     cfg: object
     model: Realm
@@ -181,7 +212,38 @@ class Pretrained:
     inputs: BlockInputs
     index: object  # realm_lite.mips.MipsIndex: one row Embed_doc(z) per block
     metrics: dict
-    info: dict  # export.json
+    info: dict  # export.json (a run directory: its source and format "run")
+    path: Path | None = None
+    weights: str = "realm"
+    _pool: object = field(default=None, repr=False)
+
+    @property
+    def qa_systems(self) -> list[str]:
+        """The fine-tuned QA systems stored beside the model (load them with load_qa)."""
+        return list(self.info.get("qa", []))
+
+    def heldout_queries(self, n: int = 0) -> list:
+        """Held-out masked sentences x (realm_lite.queries: a held-out fact masked, its gold blocks known): n drawn
+        with the evaluation's fixed seed, or (n = 0) the set the run evaluated on."""
+        from realm_lite.queries import QueryPool
+
+        if self._pool is None:
+            self._pool = QueryPool(self.blocks, self.tokenizer, self.cfg, self.world)
+        return self._pool.evaluation(n or self.cfg.eval_queries)
+
+
+def resolve(name_or_path) -> Path:
+    """A shipped model's name ("world-cpu", realm_lite.shipped) or a directory, as a path that exists."""
+    from realm_lite.shipped import SHIPPED, shipped_path
+
+    text = str(name_or_path)
+    if text in SHIPPED:
+        return shipped_path(text)
+    path = Path(name_or_path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such directory (give an export, a realm-lite run directory, or a "
+                                f"shipped model: {', '.join(SHIPPED)})")
+    return path
 
 
 def read_export_info(path) -> dict:
@@ -216,24 +278,87 @@ def load_weights_file(module: torch.nn.Module, path: Path) -> None:
     load_weights(module, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, path)
 
 
-def load_pretrained(path, device="cpu") -> Pretrained:
-    """An export directory as a ready REALM: model in eval mode, float32 weights, blocks and a fresh index."""
+def _read_json(file: Path) -> dict:
+    try:
+        return json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{file}: not valid JSON ({e})") from None
+
+
+def _fp32_on_cpu(cfg, device):
+    """A loaded model embeds its corpus in float32 on a CPU (embed_bf16 "auto" means bf16 on AVX-512 only), so that
+    every CPU retrieves the same blocks: 2,002 blocks of the cpu preset take seconds either way."""
+    return cfg.replace(embed_bf16="off") if torch.device(device).type == "cpu" and cfg.embed_bf16 == "auto" else cfg
+
+
+def load_pretrained(name_or_path, device="cpu", weights: str = "realm") -> Pretrained:
+    """An export directory, a shipped model's name or a pre-training run directory as a ready REALM: model in eval
+    mode, float32 weights, blocks and a fresh index. weights="warmstart": the model before REALM (the warm starts
+    only: the frozen-retriever baseline)."""
     from realm_lite.pretrain import load_run  # an export keeps a run's layout: config.json, tokenizer/, blocks, world/
     from realm_lite.refresh import build_index
+    from realm_lite.training import load_checkpoint, load_weights
 
-    path = Path(path)
-    info = read_export_info(path)
-    for name in ("config.json", "tokenizer", "blocks.jsonl", "metrics.json", WEIGHTS):
-        if not (path / name).exists():
-            raise FileNotFoundError(f"{path / name} is missing: the export at {path} is incomplete")
-    cfg, blocks, tokenizer, world = load_run(path)
-    model = Realm(cfg, len(tokenizer))
-    load_weights_file(model, path / WEIGHTS)
+    if weights not in ("realm", "warmstart"):
+        raise ValueError(f"weights {weights!r}: realm (after REALM) or warmstart (after the warm starts)")
+    path = resolve(name_or_path)
+    model_file = {"realm": WEIGHTS, "warmstart": WARMSTART_WEIGHTS}[weights]
+    is_run = not (path / "export.json").exists() and any((path / f).exists() for f in ("checkpoint.pt",
+                                                                                        "warmstart.pt"))
+    if not is_run:
+        info = read_export_info(path)
+        for name in ("config.json", "tokenizer", "blocks.jsonl", "metrics.json", model_file):
+            if not (path / name).exists():
+                hint = " (it was exported from a run without warmstart.pt)" if name == WARMSTART_WEIGHTS else ""
+                raise FileNotFoundError(f"{path / name} is missing: the export at {path} is incomplete{hint}")
+        cfg, blocks, tokenizer, world = load_run(path)
+        model = Realm(cfg, len(tokenizer))
+        load_weights_file(model, path / model_file)
+    else:  # a pre-training run directory
+        ck = path / {"realm": "checkpoint.pt", "warmstart": "warmstart.pt"}[weights]
+        if not ck.exists():
+            raise FileNotFoundError(f"{ck} is missing: {path} has not reached that stage (finish it with "
+                                    f"`realm-lite pretrain --out {path} --resume`)")
+        cfg, blocks, tokenizer, world = load_run(path)
+        model = Realm(cfg, len(tokenizer))
+        load_weights(model, load_checkpoint(ck, "pre-training checkpoint")["model"], ck)
+        info = {"format": "run", "source": str(path.resolve()), "qa": []}
+    cfg = _fp32_on_cpu(cfg, device)
     model.to(device).eval()
     inputs = BlockInputs(blocks, tokenizer, cfg.block_len)
     index = build_index(model.retriever.embed_doc, blocks, tokenizer, cfg, device)  # (N, D), embedded without grad
-    try:
-        metrics = json.loads((path / "metrics.json").read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path / 'metrics.json'}: not valid JSON ({e})") from None
-    return Pretrained(cfg, model, tokenizer, blocks, world, inputs, index, metrics, info)
+    metrics = _read_json(path / "metrics.json") if (path / "metrics.json").exists() else {}
+    return Pretrained(cfg, model, tokenizer, blocks, world, inputs, index, metrics, info, path, weights)
+
+
+def load_qa(name_or_path, system: str | None = None, device="cpu"):
+    """A fine-tuned QA system (realm_lite.qa.QASystem) from an export (its qa/<system>) or a shipped model's name,
+    or from a QA run directory (`realm-lite finetune --out`), with a fresh index over its Embed_doc."""
+    from realm_lite.config import Config
+    from realm_lite.finetune import load_system
+    from realm_lite.pretrain import load_run
+    from realm_lite.qa import QAModel, QASystem, attach_retrieval
+
+    path = resolve(name_or_path)
+    if (path / "qa.json").exists():  # a QA run directory
+        qa = load_system(path, log=lambda s: None)
+        if system is not None and qa.name != system:
+            raise ValueError(f"{path} holds the {qa.name} system, not {system}")
+        return qa
+    info = read_export_info(path)
+    if system not in info.get("qa", []):
+        have = ", ".join(info.get("qa", [])) or "none"
+        raise ValueError(f"{path} holds no QA system {system!r} (it holds: {have})")
+    qa_dir = path / "qa" / system
+    for name in ("config.json", "qa.json", WEIGHTS):
+        if not (qa_dir / name).exists():
+            raise FileNotFoundError(f"{qa_dir / name} is missing: the export at {path} is incomplete")
+    _, blocks, tokenizer, world = load_run(path)
+    cfg = _fp32_on_cpu(Config.load(qa_dir).replace(device=str(device)), device)
+    model = QAModel(system, cfg, len(tokenizer))
+    load_weights_file(model, qa_dir / WEIGHTS)
+    model.to(device).eval()
+    meta = _read_json(qa_dir / "qa.json")
+    qa = QASystem(system, cfg, model, blocks, tokenizer, torch.device(device), world=world, info=meta)
+    attach_retrieval(qa)
+    return qa

@@ -8,6 +8,16 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 
+def library_version() -> str:
+    """The installed realm-lite's version, or "unknown" when it runs from a plain checkout."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("realm-lite")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def current_umask() -> int:
     """The process's file-creation mask (read by setting it, then putting it back)."""
     mask = os.umask(0o022)

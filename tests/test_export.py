@@ -34,9 +34,9 @@ def run(cfg, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(run):
-    """The run exported twice, fp16 (with the QA system) and fp32, through the command line."""
+    """The run exported twice with its QA system, fp16 and fp32, through the command line."""
     assert main(["export", str(run / "run"), str(run / "fp16"), "--qa", str(run / "qa-ict")]) == 0
-    assert main(["export", str(run / "run"), str(run / "fp32"), "--dtype", "float32"]) == 0
+    assert main(["export", str(run / "run"), str(run / "fp32"), "--dtype", "float32", "--qa", str(run / "qa-ict")]) == 0
     return run
 
 
@@ -105,9 +105,10 @@ def test_the_qa_system_is_exported_with_its_weights(exported):
 def test_an_existing_directory_is_refused_without_overwrite(exported, capsys):
     out = exported / "fp32"
     before = (out / "export.json").read_text()
-    assert main(["export", str(exported / "run"), str(out), "--dtype", "float32"]) == 2
+    again = ["export", str(exported / "run"), str(out), "--dtype", "float32", "--qa", str(exported / "qa-ict")]
+    assert main(again) == 2
     assert "--overwrite" in capsys.readouterr().err and (out / "export.json").read_text() == before
-    assert main(["export", str(exported / "run"), str(out), "--dtype", "float32", "--overwrite"]) == 0
+    assert main([*again, "--overwrite"]) == 0
     assert json.loads((out / "export.json").read_text())["command"].endswith("--overwrite")
     assert main(["export", str(exported / "run"), str(exported / "run" / "inside"), "--overwrite"]) == 2
     assert "overlaps" in capsys.readouterr().err and (exported / "run" / "checkpoint.pt").exists()
@@ -163,3 +164,75 @@ def test_import_realm_lite_does_not_import_torch():
     check = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                            env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
     assert check.returncode == 0 and check.stdout.split("\n")[:2] == ["[]", "True True"], check.stdout + check.stderr
+
+
+@pytest.mark.slow
+def test_the_warm_start_is_exported_and_loads_as_the_frozen_retriever_baseline(exported):
+    warm = load_checkpoint(exported / "run" / "warmstart.pt", keys=("model",))["model"]
+    for source in (exported / "fp32", exported / "run"):  # an export, and the run directory itself
+        base = load_pretrained(source, weights="warmstart")
+        assert base.weights == "warmstart" and not base.model.training
+        assert all(torch.equal(base.model.state_dict()[k], v) for k, v in warm.items()), source
+    realm = load_pretrained(exported / "run")
+    assert torch.equal(realm.index.embeddings, load_pretrained(exported / "fp32").index.embeddings)
+    with pytest.raises(ValueError, match="weights 'last'"):
+        load_pretrained(exported / "fp32", weights="last")
+
+
+@pytest.mark.slow
+def test_load_qa_answers_as_the_qa_run_does(exported):
+    from realm_lite.finetune import load_system
+    from realm_lite.qa import predict
+    from realm_lite.qa_data import load_qa as load_questions
+
+    run_qa = load_system(exported / "qa-ict", log=lambda s: None)
+    questions = load_questions("world", "test", world=run_qa.world, cfg=run_qa.cfg)[:20]
+    expected = [r["prediction"] for r in predict(run_qa, questions)]
+    from realm_lite import load_qa
+
+    assert [r["prediction"] for r in predict(load_qa(exported / "fp32", "ict"), questions)] == expected
+    assert load_qa(exported / "qa-ict").name == "ict"  # a QA run directory loads too
+    assert load_pretrained(exported / "fp16").qa_systems == ["ict"]
+    with pytest.raises(ValueError, match="holds no QA system 'realm' .*it holds: ict"):
+        load_qa(exported / "fp32", "realm")
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        load_qa(exported / "nowhere", "ict")
+
+
+@pytest.mark.slow
+def test_quality_is_recorded_at_export_and_a_change_is_reported(exported, tmp_path):
+    from realm_lite.shipped import check_quality
+
+    out = tmp_path / "with-quality"
+    info = export_run(exported / "run", out, qa_dirs=[exported / "qa-ict"], quality=30)
+    quality = json.loads((out / "quality.json").read_text())
+    assert "quality.json" in info["files"] and quality["heldout_queries"] == 30
+    assert {"recall@5", "acc_retrieval", "acc_null"} <= set(quality["realm"]) and quality["warmstart"]
+    assert set(quality["qa"]) == {"ict"} and {"em", "top5"} <= set(quality["qa"]["ict"])
+    assert check_quality(out) == []  # measured again, the same numbers
+    quality["realm"]["recall@5"] += 0.5
+    quality["qa"]["ict"]["em"] = -1.0
+    (out / "quality.json").write_text(json.dumps(quality))
+    assert sorted(k for k, _, _ in check_quality(out)) == ["qa/ict/em", "realm/recall@5"]
+
+
+def test_the_commands_that_made_a_run_reach_its_export(tmp_path):
+    from realm_lite.cli import _record_command
+    from realm_lite.export import read_commands
+    from types import SimpleNamespace
+
+    for line in ("realm-lite pretrain --preset cpu --out X", "realm-lite pretrain --out X --resume"):
+        _record_command(SimpleNamespace(out=str(tmp_path / "run"), command_line=line))
+    assert read_commands(tmp_path / "run") == ["realm-lite pretrain --preset cpu --out X",
+                                               "realm-lite pretrain --out X --resume"]
+    assert read_commands(tmp_path / "elsewhere") == []
+
+
+def test_an_unknown_shipped_name_or_a_missing_directory_is_named(tmp_path):
+    from realm_lite.export import resolve
+    from realm_lite.shipped import shipped_path
+
+    with pytest.raises(FileNotFoundError, match="world-cpu"):
+        resolve(tmp_path / "world-cpu")
+    with pytest.raises(ValueError, match="no shipped model 'world-gpu'"):
+        shipped_path("world-gpu")
