@@ -105,19 +105,6 @@ def cmd_demo(args) -> None:
               "What REALM learns comes from --preset cpu: README.md, Results, and docs/results.md.")
 
 
-def _record_command(args) -> None:
-    """Append this command line to the run's commands.jsonl: an export lists how its runs were made."""
-    import json
-
-    from realm_lite.io import library_version
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "commands.jsonl", "a") as f:
-        f.write(json.dumps({"command": args.command_line, "realm_lite_version": library_version(),
-                            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
-
-
 def cmd_pretrain(args) -> None:
     """Warm starts (the preset's; none with --cold-start), REALM pre-training, evaluation; metrics.json in --out."""
     overrides = {}
@@ -132,8 +119,7 @@ def cmd_pretrain(args) -> None:
     cfg = get_config(args.preset, **{**parse_overrides(args.set or []), **overrides})  # checked before torch loads
     from realm_lite.pretrain import metrics_table, pretrain
 
-    _record_command(args)
-    metrics = pretrain(args.corpus, cfg, args.out, resume=args.resume)
+    metrics = pretrain(args.corpus, cfg, args.out, resume=args.resume, command=args.command_line)
     print(metrics_table(metrics))
     print(f"metrics written to {Path(args.out) / 'metrics.json'}")
 
@@ -152,8 +138,8 @@ def cmd_finetune(args) -> None:
     overrides = parse_overrides(args.set or [])
     from realm_lite.finetune import run_finetune
 
-    _record_command(args)
-    qa = run_finetune(args.init, args.system, args.dataset, args.out, overrides, resume=args.resume)
+    qa = run_finetune(args.init, args.system, args.dataset, args.out, overrides, resume=args.resume,
+                      command=args.command_line)
     print(f"fine-tuned {qa.name} written to {args.out} ({qa.info.get('finetune_seconds')}s)")
 
 

@@ -43,14 +43,13 @@ from pathlib import Path
 
 import torch
 
-from realm_lite.io import atomic_write_bytes, atomic_write_text, current_umask, library_version
+from realm_lite.io import COMMANDS, atomic_write_bytes, atomic_write_text, current_umask, library_version
 from realm_lite.realm import BlockInputs, Realm
 
 FORMAT = "realm-lite-export/1"
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 WEIGHTS = "model.safetensors"
 WARMSTART_WEIGHTS = "warmstart.safetensors"
-COMMANDS = "commands.jsonl"  # one line per `realm-lite pretrain/finetune` that wrote into a run (realm_lite.cli)
 
 
 # ---- writing ---------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import random
 import time
 from pathlib import Path
 
-from realm_lite.io import atomic_write_text, write_jsonl
+from realm_lite.io import atomic_write_text, record_command, write_jsonl
 from realm_lite.mips import MipsIndex, fingerprint
 from realm_lite.qa import QAModel, QASystem, attach_retrieval, evaluate_qa, qa_loss, system_from_run
 from realm_lite.training import (Checkpoints, Interrupted, Loop, load_checkpoint, load_weights, save_checkpoint,
@@ -101,8 +101,9 @@ def load_system(qa_dir, log=print) -> QASystem:
 
 
 def run_finetune(init_run, system: str, dataset: str, out_dir, overrides=None, resume: bool = False,
-                 log=print) -> QASystem:
-    """`realm-lite finetune`: build (or reload, with `resume`) a system and fine-tune it on the train split."""
+                 log=print, command: str | None = None) -> QASystem:
+    """`realm-lite finetune`: build (or reload, with `resume`) a system and fine-tune it on the train split;
+    `command` goes into out_dir/commands.jsonl once the system and its questions load."""
     from realm_lite.qa_data import load_qa
 
     out = Path(out_dir)
@@ -120,6 +121,7 @@ def run_finetune(init_run, system: str, dataset: str, out_dir, overrides=None, r
     train = load_qa(dataset, "train", world=qa.world, cfg=qa.cfg)
     log(f"fine-tuning {qa.name} on {len(train)} {dataset} questions: {qa.cfg.qa_steps} steps of "
         f"{qa.cfg.qa_batch}, retrieve {qa.cfg.qa_retrieve}, read {qa.cfg.qa_read}")
+    record_command(out, command)
     t0 = time.time()
     finetune(qa, train, out, resume=resume, log=log)
     qa.info["finetune_seconds"] = round(time.time() - t0, 1)

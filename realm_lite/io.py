@@ -18,6 +18,22 @@ def library_version() -> str:
         return "unknown"
 
 
+COMMANDS = "commands.jsonl"  # one line per `realm-lite pretrain/finetune` that wrote into a run
+
+
+def record_command(run_dir: str | Path, command: str | None) -> None:
+    """Append a command line to the run's commands.jsonl (an export lists how its runs were made); None: nothing."""
+    import time
+
+    if not command:
+        return
+    out = Path(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / COMMANDS, "a") as f:
+        f.write(json.dumps({"command": command, "realm_lite_version": library_version(),
+                            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
+
+
 def current_umask() -> int:
     """The process's file-creation mask (read by setting it, then putting it back)."""
     mask = os.umask(0o022)

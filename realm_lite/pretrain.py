@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from realm_lite.ict import ict_recall, split_heldout, train_ict
-from realm_lite.io import atomic_write_text
+from realm_lite.io import atomic_write_text, record_command
 from realm_lite.marginal import marginal_gain, sequence_log_prob, top_retrieval_utility
 from realm_lite.mips import MipsIndex
 from realm_lite.queries import QueryPool
@@ -354,8 +354,11 @@ def setup_run(spec: str, cfg, out_dir, resume: bool = False, log=print) -> RunPa
 
 
 def pretrain(spec: str, cfg, out_dir, resume: bool = False, log=print,
-             stop_after: int | tuple[str, int] | None = None) -> dict:
+             stop_after: int | tuple[str, int] | None = None, command: str | None = None) -> dict:
     """Corpus -> warm start -> REALM -> evaluation; writes everything under `out_dir`, returns metrics.
+
+    `command` (the CLI's command line) goes into out_dir/commands.jsonl once the run is set up: bad input
+    leaves nothing behind.
 
     `stop_after` ends the run early, as a crash would, for tests of resume: n = after REALM step n's
     checkpoint; (stage, n) = after step n of "ict", "salient" or "reader_warmup", or ("realm", 0) = once
@@ -365,6 +368,7 @@ def pretrain(spec: str, cfg, out_dir, resume: bool = False, log=print,
         _check_something_trains(cfg)  # before the corpus and warm starts, not after them
     stop = ("realm", stop_after) if isinstance(stop_after, int) else stop_after
     r = setup_run(spec, cfg, out, resume, log)
+    record_command(out, command)
     cfg, spec, model, pool, blocks, inputs, tokenizer, eval_queries, device = (
         r.cfg, r.spec, r.model, r.pool, r.blocks, r.inputs, r.tokenizer, r.eval_queries, r.device)
     try:

@@ -217,12 +217,11 @@ def test_quality_is_recorded_at_export_and_a_change_is_reported(exported, tmp_pa
 
 
 def test_the_commands_that_made_a_run_reach_its_export(tmp_path):
-    from realm_lite.cli import _record_command
     from realm_lite.export import read_commands
-    from types import SimpleNamespace
+    from realm_lite.io import record_command
 
-    for line in ("realm-lite pretrain --preset cpu --out X", "realm-lite pretrain --out X --resume"):
-        _record_command(SimpleNamespace(out=str(tmp_path / "run"), command_line=line))
+    for line in ("realm-lite pretrain --preset cpu --out X", "realm-lite pretrain --out X --resume", None):
+        record_command(tmp_path / "run", line)
     assert read_commands(tmp_path / "run") == ["realm-lite pretrain --preset cpu --out X",
                                                "realm-lite pretrain --out X --resume"]
     assert read_commands(tmp_path / "elsewhere") == []

@@ -198,6 +198,10 @@ def test_cli_finetune_and_evaluate_name_a_damaged_checkpoint_or_a_missing_run(ru
     good = tmp_path / "good"
     assert main(["finetune", "--init", str(run), "--system", "closed-book", "--out", str(good), "--set", *sets]) == 0
     capsys.readouterr()
+    from realm_lite.export import read_commands
+
+    assert read_commands(good) == [f"realm-lite finetune --init {run} --system closed-book --out {good} --set "
+                                   + " ".join(sets)]  # the command that made the run, for its export
     missing = tmp_path / "missing"
     assert main(["finetune", "--init", str(run), "--out", str(missing), "--resume"]) == 2
     err = capsys.readouterr().err
