@@ -234,23 +234,36 @@ def predict(qa: QASystem, examples, batch_size: int = 16) -> list[dict]:
     return rows
 
 
-def _predict_open(qa: QASystem, batch) -> list[dict]:
-    questions = [ex.question for ex in batch]
-    top, scores = retrieve(qa, questions, max(qa.cfg.qa_retrieve, 5))  # (B, C)
-    b, k = len(batch), min(qa.cfg.qa_read, top.shape[1])
+def read_open(qa: QASystem, questions: list[str], k: int | None = None) -> dict:
+    """Retrieve and read: the top c blocks, f(x, z), and log p(z|x) + log p(s|z,x) of every span s of the k read
+    blocks (k: the system's qa_read unless given, as the explorer does). Notebooks 07 and 08."""
+    if k is not None and k < 1:
+        raise ValueError(f"k={k}: read 1 block or more")
+    top, scores = retrieve(qa, questions, max(qa.cfg.qa_retrieve, 5, k or 0))  # (B, C)
+    b, k = len(questions), min(k or qa.cfg.qa_read, top.shape[1])
     inp = qa.inputs.batch(questions, top[:, :k].tolist(), qa.device)
     span_scores = qa.model.reader(inp["input_ids"], inp["attention_mask"], inp["token_type_ids"], inp["span_ok"])
     log_p_s = span_log_probs(span_scores).view(b, k, -1)  # (B, K, L*S)
-    total = _log_p_z(scores, b, k, qa.device).unsqueeze(-1) + log_p_s  # (B, K, L*S): log p(z|x) p(s|z,x)
-    best = total.flatten(1).argmax(-1).tolist()  # (B,)
-    n_pos, s_max = log_p_s.shape[-1], qa.cfg.qa_max_span
+    log_p_z = _log_p_z(scores, b, k, qa.device)  # (B, K)
+    return {"top": top, "scores": scores, "k": k, "inputs": inp, "log_p_z": log_p_z, "log_p_s": log_p_s,
+            "total": log_p_z.unsqueeze(-1) + log_p_s}  # (B, K, L*S): log p(z|x) p(s|z,x)
+
+
+def span_at(qa: QASystem, read: dict, bi: int, zi: int, pos: int) -> str:
+    """TEXT(s) of flat span position `pos` (start t, length o+1) in question bi's zi-th read block."""
+    t, o = divmod(pos, qa.cfg.qa_max_span)
+    start = t - read["inputs"]["z_offset"][bi * read["k"] + zi]
+    return qa.inputs.span_text(read["top"][bi, zi].item(), start, start + o)
+
+
+def _predict_open(qa: QASystem, batch) -> list[dict]:
+    rd = read_open(qa, [ex.question for ex in batch])
+    k, scores, n_pos = rd["k"], rd["scores"], rd["log_p_s"].shape[-1]
+    best = rd["total"].flatten(1).argmax(-1).tolist()  # (B,)
     rows = []
-    for bi, (ex, row) in enumerate(zip(batch, top.tolist())):
+    for bi, (ex, row) in enumerate(zip(batch, rd["top"].tolist())):
         zi, pos = divmod(best[bi], n_pos)
-        t, o = divmod(pos, s_max)
-        j = row[zi]
-        start = t - inp["z_offset"][bi * k + zi]
-        pred = qa.inputs.span_text(j, start, start + o)
+        pred = span_at(qa, rd, bi, zi, pos)
         rank = next((r + 1 for r, jj in enumerate(row) if contains_answer(qa.blocks[jj].text, ex.answers, ex.regex)),
                     None)
         rows.append({"id": ex.id, "question": ex.question, "gold": ex.answers, "prediction": pred,
