@@ -25,38 +25,49 @@ from realm_lite.retriever import embed_blocks, embed_in_bf16
 from realm_lite.world import RELATIONS
 
 
-def replace_documents(qa: QASystem, doc_ids: set) -> dict:
-    """Re-block the world's documents `doc_ids`; re-embed just their blocks; swap in the new index and blocks."""
-    t0 = time.time()
-    fresh, _ = make_blocks([p for p in world_passages(qa.world) if p.id in doc_ids], qa.tokenizer, qa.cfg.block_len)
+def reblock(world, blocks: list, doc_ids: set, tokenizer, block_len: int) -> tuple[list, list]:
+    """The blocks after the world's documents `doc_ids` changed: their new blocks take the place of their old ones.
+    Returns (blocks, keep): keep[i] is the old row of new block i, or None where block i must be embedded anew."""
+    fresh, _ = make_blocks([p for p in world_passages(world) if p.id in doc_ids], tokenizer, block_len)
     by_doc: dict[str, list] = {}
     for b in fresh:
         by_doc.setdefault(b.doc_id, []).append(b)
-    blocks, keep_rows, seen = [], [], set()  # keep_rows[i]: the old row of new block i, or None (re-embed)
-    for row, b in enumerate(qa.blocks):
+    out, keep, seen = [], [], set()
+    for row, b in enumerate(blocks):
         if b.doc_id not in doc_ids:
-            blocks.append(b)
-            keep_rows.append(row)
-        elif b.doc_id not in seen:  # a changed document's new blocks take the place of its old ones
+            out.append(b)
+            keep.append(row)
+        elif b.doc_id not in seen:
             seen.add(b.doc_id)
-            blocks += by_doc.get(b.doc_id, [])
-            keep_rows += [None] * len(by_doc.get(b.doc_id, []))
-    new_rows = [i for i, r in enumerate(keep_rows) if r is None]
+            out += by_doc.get(b.doc_id, [])
+            keep += [None] * len(by_doc.get(b.doc_id, []))
+    return out, keep
+
+
+def reindex(index: MipsIndex, blocks: list, keep: list, embed_doc, tokenizer, cfg, device) -> MipsIndex:
+    """A MIPS index over `blocks` (reblock's output): kept rows copied, the others embedded with Embed_doc now."""
+    old = index.embeddings
+    emb = torch.empty((len(blocks), old.shape[1]), dtype=old.dtype, device=old.device)  # (N', D)
+    kept = [i for i, r in enumerate(keep) if r is not None]
+    new = [i for i, r in enumerate(keep) if r is None]
+    emb[kept] = old[[keep[i] for i in kept]]
+    if new:
+        emb[new] = embed_blocks(embed_doc, [blocks[i] for i in new], tokenizer, cfg.block_len, device=device,
+                                autocast=embed_in_bf16(cfg, device)).to(emb.device)
+    return MipsIndex(emb, index.backend, version=index.version)  # same Embed_doc, same version
+
+
+def replace_documents(qa: QASystem, doc_ids: set) -> dict:
+    """Re-block the world's documents `doc_ids`; re-embed just their blocks; swap in the new index and blocks."""
+    t0 = time.time()
+    blocks, keep = reblock(qa.world, qa.blocks, doc_ids, qa.tokenizer, qa.cfg.block_len)
     if qa.index is not None:
-        old = qa.index.embeddings
-        emb = torch.empty((len(blocks), old.shape[1]), dtype=old.dtype, device=old.device)  # (N', D)
-        kept = [i for i, r in enumerate(keep_rows) if r is not None]
-        emb[kept] = old[[keep_rows[i] for i in kept]]
-        if new_rows:
-            emb[new_rows] = embed_blocks(qa.model.embed_doc, [blocks[i] for i in new_rows], qa.tokenizer,
-                                         qa.cfg.block_len, device=qa.device,
-                                         autocast=embed_in_bf16(qa.cfg, qa.device)).to(emb.device)
-        qa.index = MipsIndex(emb, qa.index.backend, version=qa.index.version)  # same Embed_doc, same version
+        qa.index = reindex(qa.index, blocks, keep, qa.model.embed_doc, qa.tokenizer, qa.cfg, qa.device)
     qa.blocks = blocks
     qa.inputs = ReaderInputs(blocks, qa.tokenizer, qa.cfg.block_len, qa.cfg.query_len, qa.cfg.qa_max_span)
     if qa.bm25 is not None:
         qa.bm25 = build_bm25(blocks)
-    return {"documents_changed": len(doc_ids), "blocks_reembedded": len(new_rows) if qa.index is not None else 0,
+    return {"documents_changed": len(doc_ids), "blocks_reembedded": keep.count(None) if qa.index is not None else 0,
             "blocks": len(blocks), "update_seconds": round(time.time() - t0, 2)}
 
 
