@@ -1,4 +1,4 @@
-"""`realm-lite` command line: world, corpus, pretrain, finetune, evaluate, update, export, demo."""
+"""`realm-lite` command line: world, corpus, pretrain, finetune, evaluate, update, export, explore, demo."""
 from __future__ import annotations
 
 import argparse
@@ -189,6 +189,34 @@ def cmd_export(args) -> None:
           f"(model.safetensors {weights / 1e6:.1f} MB, {info['dtype']}){qa}")
 
 
+def cmd_explore(args) -> None:
+    """The retrieval explorer (realm_lite.explorer) as a web page, served by Voilà."""
+    import importlib.util
+    import subprocess
+
+    if importlib.util.find_spec("voila") is None:
+        raise ImportError("the explorer is served by Voilà, which is not installed: pip install 'realm-lite[notebooks]' "
+                          "(or pip install voila)")
+    if not 1 <= args.port <= 65535:
+        raise ValueError(f"--port {args.port}: a TCP port, 1 to 65535")
+    from realm_lite.explorer import ENV_MODELS, ModelChoice, app_notebook
+
+    for path in args.model or []:
+        ModelChoice.from_directory(path)  # a wrong directory is named now, not in the browser
+    env = dict(os.environ)
+    env[ENV_MODELS] = os.pathsep.join(str(Path(p).resolve()) for p in args.model or [])
+    cmd = [sys.executable, "-m", "voila", str(app_notebook()), f"--port={args.port}", f"--Voila.ip={args.ip}",
+           "--theme=light", "--show_tracebacks=True"]
+    if args.no_browser:
+        cmd.append("--no-browser")
+    print(f"the explorer: http://{args.ip}:{args.port}/ (loading the model takes ~10 s on first view; Ctrl-C stops)",
+          flush=True)
+    try:
+        subprocess.run(cmd, env=env, check=False)
+    except KeyboardInterrupt:
+        pass
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="realm-lite", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -252,6 +280,13 @@ def main(argv=None) -> int:
     p.add_argument("--quality", type=int, default=0, metavar="N",
                    help="measure the written export on N held-out queries and N test questions (quality.json)")
     p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("explore", help="the retrieval explorer in a browser (Voilà)")
+    p.add_argument("--model", nargs="*", metavar="DIR", help="run or export directories to offer besides world-cpu")
+    p.add_argument("--port", type=int, default=8866, help="the port to serve on (default 8866)")
+    p.add_argument("--ip", default="127.0.0.1", help="the address to serve on (default: this machine only)")
+    p.add_argument("--no-browser", action="store_true", help="serve without opening a browser")
+    p.set_defaults(fn=cmd_explore)
 
     args = parser.parse_args(argv)
     args.command_line = shlex.join(["realm-lite", *(sys.argv[1:] if argv is None else argv)])
