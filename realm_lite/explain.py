@@ -15,7 +15,8 @@ only the blocks that changed (realm_lite.update), so a query can be asked again 
 
 A typed sentence marks what to predict either as `[MASK]` (y unknown: RU and r(z) are then those of the
 prediction, as if it were the truth; one `[MASK]` stands for a span of 1 to `MAX_FILL` wordpieces, and the length
-with the best mean log p(y_hat|x) per wordpiece wins) or as `[the answer]` in brackets (y known, masked wordpiece by
+whose prediction has the highest log p(y_hat|x) wins: on 120 held-out sentences of world-cpu typed with one [MASK]
+it recovers the answer 23 times, against 8 for the best mean per wordpiece and 36 when told the true length) or as `[the answer]` in brackets (y known, masked wordpiece by
 wordpiece). With `exclude_trivial`, the blocks that contain the sentence itself are never retrieved, as in
 pre-training (a held-out sentence: its source block).
 
@@ -149,12 +150,12 @@ def explain_masked(pre, x, k: int | None = None, exclude_trivial: bool = True) -
     log_p_z = F.log_softmax(f, dim=-1)  # (B, K)
     pred = predict_spans(tok_logp, log_p_z, tgt)  # (B, M)
     valid = tgt[:, 0] != -100  # (B, M)
-    if not known:  # y := y_hat; of several fill lengths keep the best mean log p(y_hat|x) per wordpiece
+    if not known:  # y := y_hat; of several fill lengths keep the y_hat with the highest log p(y_hat|x)
         tgt = torch.where(valid, pred, torch.full_like(pred, -100))[:, None].expand_as(tgt)  # (B, K, M)
     b, kk = tok_logp.shape[:2]
     log_p_y_zx = sequence_log_prob(tok_logp.flatten(0, 1), tgt.flatten(0, 1)).view(b, kk)  # (B, K)
     log_p_y = torch.logsumexp(log_p_z + log_p_y_zx, dim=-1)  # (B,)
-    i = int((log_p_y / valid.sum(-1)).argmax()) if not known else 0
+    i = int(log_p_y.argmax()) if not known else 0
     ex, y_hat = queries[i].example, pred[i][valid[i]].tolist()
     r = relevance_gradient(f[i:i + 1], log_p_y_zx[i:i + 1])[0]  # (K,)
     prediction = pre.tokenizer.decode(y_hat)
