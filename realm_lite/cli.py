@@ -103,6 +103,41 @@ def cmd_demo(args) -> None:
     if cfg.preset == "quick":
         print("quick is a smoke run of every stage: a few dozen steps, so its accuracies are near 0 by design. "
               "What REALM learns comes from --preset cpu: README.md, Results, and docs/results.md.")
+    if args.shipped:
+        show_shipped()
+
+
+def show_shipped(n_sentences: int = 20, n_questions: int = 3) -> None:
+    """The cpu preset's trained model (shipped with the package) retrieving for held-out sentences and answering
+    test questions, with the blocks it read (realm_lite.explain)."""
+    import json
+
+    from realm_lite.explain import explain_masked, explain_question, format_explanation
+    from realm_lite.export import load_pretrained, load_qa
+    from realm_lite.qa_data import load_qa as load_questions
+    from realm_lite.shipped import shipped_path
+
+    t0 = time.time()
+    path = shipped_path("world-cpu")
+    quality = json.loads((path / "quality.json").read_text())
+    pre = load_pretrained(path)
+    print(f"\nthe trained model that ships with the package: world-cpu (the cpu preset, {len(pre.blocks)} blocks; "
+          f"realm_lite.load_pretrained(\"world-cpu\"), loaded in {time.time() - t0:.0f}s)")
+    rows = [explain_masked(pre, x) for x in pre.heldout_queries(n_sentences)]
+    right = [e for e in rows if e.correct]
+    print(f"held-out sentences (their fact never masked in pre-training, the source block not retrievable): "
+          f"{len(right)} of {len(rows)} filled in exactly; on {quality['heldout_queries']}: "
+          f"{quality['realm']['acc_retrieval']:.2f} with retrieval, {quality['realm']['acc_null']:.2f} with the "
+          f"null document alone. One right, one wrong (* = a gold block):")
+    for e in [*right[:1], *[e for e in rows if not e.correct][:1]]:
+        print(format_explanation(e))
+    qa = load_qa(path, "realm")
+    questions = load_questions("world", "test", world=qa.world, cfg=qa.cfg)[:n_questions]
+    print(f"\nopen QA, its fine-tuned REALM (EM {quality['qa']['realm']['em']:.2f} on "
+          f"{quality['test_questions']} test questions; * = the block holds the answer):")
+    for ex in questions:
+        print(format_explanation(explain_question(qa, ex.question, ex.answers), top=2))
+    print("Explore it: realm-lite explore (a browser), or notebooks/08_explorer.ipynb.")
 
 
 def cmd_pretrain(args) -> None:
@@ -238,6 +273,8 @@ def main(argv=None) -> int:
     common(p)
     p.add_argument("--examples", type=int, default=3, help="masked examples to show")
     p.add_argument("--update-facts", type=int, default=20, help="facts changed in the knowledge update")
+    p.add_argument("--no-shipped", dest="shipped", action="store_false",
+                   help="do not end with the shipped world-cpu model retrieving and answering")
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("pretrain", help="warm starts, then REALM pre-training with index refresh")

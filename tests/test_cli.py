@@ -45,6 +45,10 @@ def test_demo_prints_masked_examples_and_pretrains(demo_run, cfg):
     assert [row.split()[0] for row in table[1:5]] == ["realm", "ict", "bm25", "closed-book"]
     assert "new value" in table[0] and (out / "qa" / "realm" / "knowledge-update.json").exists()
     assert (out / "qa" / "bm25" / "predictions-test.jsonl").exists()
+    # it ends with the shipped model retrieving (held-out sentences) and answering (test questions)
+    shipped = printed[printed.index("the trained model that ships with the package: world-cpu"):]
+    assert shipped.count("p(z|x)") == 5 and "(y = " in shipped and "correct)" in shipped  # 2 sentences, 3 questions
+    assert "open QA, its fine-tuned REALM" in shipped and shipped.count("prediction: ") == 5
 
 
 def test_corpus_command(tmp_path, capsys):
@@ -114,3 +118,12 @@ def test_the_command_line_offers_every_qa_system():
     from realm_lite.qa import SYSTEMS
 
     assert QA_SYSTEMS == SYSTEMS
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "/no/such/run"], "no such directory"),
+    (["--port", "70000"], "--port 70000"),
+])
+def test_explore_names_bad_input_before_serving(args, message, capsys):
+    assert main(["explore", "--no-browser", *args]) == 2
+    assert message in capsys.readouterr().err
