@@ -28,6 +28,8 @@ from realm_lite.world import RELATIONS
 def reblock(world, blocks: list, doc_ids: set, tokenizer, block_len: int) -> tuple[list, list]:
     """The blocks after the world's documents `doc_ids` changed: their new blocks take the place of their old ones.
     Returns (blocks, keep): keep[i] is the old row of new block i, or None where block i must be embedded anew."""
+    if not doc_ids:  # a fact set to the value it had: nothing to re-block
+        return list(blocks), list(range(len(blocks)))
     fresh, _ = make_blocks([p for p in world_passages(world) if p.id in doc_ids], tokenizer, block_len)
     by_doc: dict[str, list] = {}
     for b in fresh:

@@ -145,6 +145,15 @@ def test_editing_a_fact_updates_a_pretrained_model(pre):
     assert fresh.heldout_queries(5)  # drawn again from the edited corpus
 
 
+def test_setting_a_fact_to_its_own_value_changes_nothing():
+    qa = load_qa("world-cpu", "realm")
+    fact = next(f for f in qa.world.facts.values() if f.relation == "birthplace")
+    blocks, rows = list(qa.blocks), qa.index.embeddings.clone()
+    report = edit_fact(qa, fact.subject, "birthplace", fact.value)
+    assert report["documents"] == [] and report["blocks_reembedded"] == 0
+    assert [b.id for b in qa.blocks] == [b.id for b in blocks] and torch.equal(qa.index.embeddings, rows)
+
+
 @pytest.mark.parametrize("args, message", [
     (("Nobody Atall", "birthplace", "Grigard"), "no entity named"),
     (("Saecaerk Saego", "height", "3"), "unknown relation"),
