@@ -51,7 +51,7 @@ notebooks: install
 	cd notebooks && for nb in [0-9][0-9]_*.ipynb; do \
 	  ../$(PY) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=1800 $$nb || exit 1; \
 	done
-	$(VENV)/bin/nbstripout --keep-output --keep-count notebooks/[0-9][0-9]_*.ipynb
+	$(VENV)/bin/nbstripout --keep-output --keep-count --extra-keys cell.metadata.execution notebooks/[0-9][0-9]_*.ipynb
 
 # The series headless with papermill at a preset (MODE=full for a GPU; MODE=cpu for the 2-core recipe) into runs/MODE/.
 MODE ?= full
