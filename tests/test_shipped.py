@@ -66,3 +66,4 @@ def test_a_built_wheel_carries_the_shipped_model(tmp_path):
     expected = {f"realm_lite/pretrained/world-cpu/{f}" for f in
                 [*json.loads((path / "export.json").read_text())["files"], "export.json"]}
     assert expected <= names, sorted(expected - names)[:5]
+    assert "realm_lite/explorer_app.ipynb" in names  # what `realm-lite explore` serves
