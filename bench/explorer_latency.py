@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     from realm_lite.explorer import Explorer
 
     app = Explorer(n_examples=5)
-    app.model_b.value = "world-cpu: ICT only (before REALM)"
+    app.model_b.value = "world-cpu: before REALM (warm start; QA: ICT only)"
 
     def ask(text):
         app.text.value = text  # the Ask of the text box: both models

@@ -24,7 +24,7 @@ from realm_lite.explain import Explanation, edit_fact, explain_masked, explain_q
 
 SHIPPED_MODELS = {  # label: (shipped model or directory, pre-training weights, QA system)
     "world-cpu: REALM": ("world-cpu", "realm", "realm"),
-    "world-cpu: ICT only (before REALM)": ("world-cpu", "warmstart", "ict"),
+    "world-cpu: before REALM (warm start; QA: ICT only)": ("world-cpu", "warmstart", "ict"),
 }
 ENV_MODELS = "REALM_LITE_EXPLORER_MODELS"  # more directories, separated by os.pathsep (`realm-lite explore --model`)
 NONE = "(none)"
@@ -119,8 +119,9 @@ class Explorer:
                            layout=w.Layout(width="70%"), continuous_update=False)
         self.pick = w.Dropdown(description="or pick", layout=w.Layout(width="70%"))
         labels = list(self.models)
-        self.model_a = w.Dropdown(options=labels, value=labels[0], description="model")
-        self.model_b = w.Dropdown(options=[NONE] + labels, value=NONE, description="compare")
+        self.model_a = w.Dropdown(options=labels, value=labels[0], description="model", layout=w.Layout(width="34%"))
+        self.model_b = w.Dropdown(options=[NONE] + labels, value=NONE, description="compare",
+                                  layout=w.Layout(width="34%"))
         self.path = w.Text(placeholder="a run or export directory", layout=w.Layout(width="40%"))
         self.add = w.Button(description="add model")
         self.k = w.IntSlider(value=8, min=2, max=16, description="k")
@@ -188,7 +189,7 @@ class Explorer:
             answers = picked.answers if picked is not None else None
             return explain_question(self._get(model, "qa"), text, answers, k=min(self.k.value, 10))
         pre = self._get(model, "pre")
-        if picked is not None and picked[1] is pre:  # a held-out sentence of this model's corpus: Query
+        if picked is not None and _same_corpus(picked[1], pre):  # a held-out sentence of this corpus: its Query
             return explain_masked(pre, picked[0], self.k.value, self.exclude.value)
         return explain_masked(pre, text, self.k.value, self.exclude.value)
 
@@ -289,6 +290,12 @@ class Explorer:
         obj = next(iter(model.loaded()), None)
         if obj is not None and obj.world is not None:
             self.subject.options = sorted(e.name for e in obj.world.entities.values())
+
+
+def _same_corpus(a, b) -> bool:
+    """Two loaded models over the same blocks in the same rows (a held-out Query names its blocks by row)."""
+    return a is b or (len(a.blocks) == len(b.blocks) and all(x.id == y.id and x.text == y.text
+                                                               for x, y in zip(a.blocks, b.blocks)))
 
 
 # ---- rendering -------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 from realm_lite.explorer import NONE, Explorer, ModelChoice
 from realm_lite.shipped import shipped_path
 
-REALM, ICT = "world-cpu: REALM", "world-cpu: ICT only (before REALM)"
+REALM, BEFORE = "world-cpu: REALM", "world-cpu: before REALM (warm start; QA: ICT only)"
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +47,21 @@ def test_the_trivial_retrieval_toggle(app):
 
 def test_two_models_side_by_side(app):
     app.mode.value, app.k.value = "masked sentence", 8
-    app.model_b.value = ICT
+    app.model_b.value = BEFORE
     app.text.value = "The capital of Druxmark is [MASK]."
-    assert set(app.results) == {REALM, ICT}
+    assert set(app.results) == {REALM, BEFORE}
     assert len(rows(app.output_a.value)) == len(rows(app.output_b.value)) == 8
-    assert "y unknown" in app.output_a.value and ICT in app.output_b.value
+    assert "y unknown" in app.output_a.value and BEFORE in app.output_b.value
     # the same query, two retrievers: the warm start and REALM's update rank the corpus differently
-    ranks = [[c.block for c in app.results[m].candidates] for m in (REALM, ICT)]
+    ranks = [[c.block for c in app.results[m].candidates] for m in (REALM, BEFORE)]
     assert ranks[0] != ranks[1]
+    # a held-out pick is the same Query for both models of one corpus: its source kept out, its gold blocks starred
+    app.pick.value = app.pick.options[5][1]
+    x = app._picked[app.pick.value][0]
+    for m in (REALM, BEFORE):
+        assert x.source not in {c.block for c in app.results[m].candidates}
+        assert app.results[m].target == app.results[REALM].target
+    assert any(c.gold for m in (REALM, BEFORE) for c in app.results[m].candidates)
 
 
 def test_a_question_then_a_fact_edit_then_the_new_answer(app):
@@ -74,10 +81,10 @@ def test_a_question_then_a_fact_edit_then_the_new_answer(app):
     app.ask.click()
     assert app.results[REALM].prediction == city
     # a model loaded after the edit sees it too
-    app.model_b.value = ICT
+    app.model_b.value = BEFORE
     app.ask.click()
-    assert app.models[ICT].qa().world.entities[_id(app, city)].name == city
-    assert app.results[ICT].target == city
+    assert app.models[BEFORE].qa().world.entities[_id(app, city)].name == city
+    assert app.results[BEFORE].target == city
 
 
 def _id(app, name):

@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERY = "Zeis Stouthozeind was the leader of [MASK]."
-COMPARE = "world-cpu: ICT only (before REALM)"
+COMPARE = "world-cpu: before REALM (warm start; QA: ICT only)"
 
 
 def chromium() -> str:
