@@ -95,6 +95,7 @@ def drive(url: str, screenshot: Path, compare: bool = False) -> dict:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("REALM_LITE_SKIP_BROWSER") == "1", reason="REALM_LITE_SKIP_BROWSER=1")
 def test_the_explorer_answers_in_a_browser(tmp_path):
     chromium()  # fails with the install line when the browser is missing
