@@ -27,6 +27,7 @@ from __future__ import annotations
 import random
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -120,10 +121,25 @@ def trivial_blocks(blocks, text: str) -> set:
     return {i for i, b in enumerate(blocks) if all(p in b.text for p in parts)}
 
 
-@torch.no_grad()
+@contextmanager
+def _eval_mode(module):
+    """The module in eval mode (no dropout) for the block, then back in the mode it was in."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
 def explain_masked(pre, x, k: int | None = None, exclude_trivial: bool = True) -> Explanation:
     """f(x,z), p(z|x), p(y|z,x), RU(z), r(z) and the marginal prediction for a masked sentence `x`: a Query
     (held out: its source block is the trivial one) or typed text (see parse_masked). `pre` is a Pretrained."""
+    with torch.no_grad(), _eval_mode(pre.model):
+        return _explain_masked(pre, x, k, exclude_trivial)
+
+
+def _explain_masked(pre, x, k, exclude_trivial) -> Explanation:
     t0 = time.time()
     k = k or pre.cfg.k
     if not 2 <= k <= len(pre.blocks) + 1:
@@ -210,10 +226,8 @@ def explain_question(qa, question: str, answers: list[str] | None = None, k: int
         return Explanation("question", question, row["prediction"], (answers or [None])[0],
                            row["correct"] if answers else None, [], time.time() - t0,
                            note="closed-book: no retrieval")
-    was_training = qa.model.training
-    qa.model.eval()
-    rd = read_open(qa, [question], k=k)
-    qa.model.train(was_training)
+    with _eval_mode(qa.model):
+        rd = read_open(qa, [question], k=k)
     n_pos = rd["log_p_s"].shape[-1]
     zi, pos = divmod(int(rd["total"][0].flatten().argmax()), n_pos)
     prediction = span_at(qa, rd, 0, zi, pos)

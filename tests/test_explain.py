@@ -96,6 +96,24 @@ def test_typed_sentences_that_cannot_be_read_are_named(pre, text, message):
         explain_masked(pre, text)
 
 
+def test_a_model_in_train_mode_is_explained_without_dropout_and_left_as_it_was(pre, queries):
+    want = explain_masked(pre, queries[1])
+    dropouts = [m for m in pre.model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts
+    pre.model.train()
+    for m in dropouts:
+        m.p = 0.5  # the cpu preset trains without dropout: give it some, so that train mode would show
+    try:
+        got = explain_masked(pre, queries[1])
+        assert pre.model.training
+    finally:
+        pre.model.eval()
+        for m in dropouts:
+            m.p = 0.0
+    assert [(c.block, round(c.p_z, 6), round(c.r, 6)) for c in got.candidates] == \
+        [(c.block, round(c.p_z, 6), round(c.r, 6)) for c in want.candidates]
+
+
 def test_k_out_of_range_is_an_error(pre, queries):
     with pytest.raises(ValueError, match="k=1"):
         explain_masked(pre, queries[0], k=1)
