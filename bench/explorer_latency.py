@@ -1,4 +1,4 @@
-"""How long the explorer takes to answer with the shipped model on this machine: loading, one query of each kind, a fact edit.
+"""How long the explorer takes to answer with the shipped model here: loading, one query of each kind, a fact edit.
 
     python bench/explorer_latency.py                  # world-cpu, 100 queries of each kind; about a minute on 2 cores
     python bench/explorer_latency.py --n 10           # a smoke run
@@ -101,11 +101,13 @@ def main(argv=None) -> int:
     info = {"model": args.model, "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
             "rows": rows}
-    print(f"{args.model} on {info['cpu']} ({info['cpu_capability']}, {info['threads']} threads, torch {torch.__version__})")
+    print(f"{args.model} on {info['cpu']} ({info['cpu_capability']}, {info['threads']} threads, "
+          f"torch {torch.__version__})")
     print(f"{'':<14}{'n':>5}{'median ms':>11}{'p90 ms':>9}{'max ms':>9}")
     for name, r in rows.items():
         print(f"{name:<14}{r['n']:>5}{r['median_ms']:>11}{r.get('p90_ms', ''):>9}{r.get('max_ms', ''):>9}")
-    out = Path(args.json or Path(__file__).parent / "results" / f"explorer_latency-{info['cpu_capability'].lower()}.json")
+    out = Path(args.json or Path(__file__).parent / "results" /
+               f"explorer_latency-{info['cpu_capability'].lower()}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(info, indent=2) + "\n")
     print(f"written to {out}")

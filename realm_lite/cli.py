@@ -230,8 +230,8 @@ def cmd_explore(args) -> None:
     import subprocess
 
     if importlib.util.find_spec("voila") is None:
-        raise ImportError("the explorer is served by Voilà, which is not installed: pip install 'realm-lite[notebooks]' "
-                          "(or pip install voila)")
+        raise ImportError("the explorer is served by Voilà, which is not installed: "
+                          "pip install 'realm-lite[notebooks]' (or pip install voila)")
     if not 1 <= args.port <= 65535:
         raise ValueError(f"--port {args.port}: a TCP port, 1 to 65535")
     from realm_lite.explorer import ENV_MODELS, ModelChoice, app_notebook

@@ -16,8 +16,8 @@ only the blocks that changed (realm_lite.update), so a query can be asked again 
 A typed sentence marks what to predict either as `[MASK]` (y unknown: RU and r(z) are then those of the
 prediction, as if it were the truth; one `[MASK]` stands for a span of 1 to `MAX_FILL` wordpieces, and the length
 whose prediction has the highest log p(y_hat|x) wins: on 120 held-out sentences of world-cpu typed with one [MASK]
-it recovers the answer 23 times, against 8 for the best mean per wordpiece and 36 when told the true length) or as `[the answer]` in brackets (y known, masked wordpiece by
-wordpiece). With `exclude_trivial`, the blocks that contain the sentence itself are never retrieved, as in
+it recovers the answer 23 times, against 8 for the best mean per wordpiece and 36 when told the true length) or
+as `[the answer]` in brackets (y known, masked wordpiece by wordpiece). With `exclude_trivial`, the blocks that contain the sentence itself are never retrieved, as in
 pre-training (a held-out sentence: its source block).
 
 Placement: beside the QA layer (it calls models, retrieval, QA and the update); the explorer and `make demo` use it.
@@ -243,8 +243,9 @@ def explain_question(qa, question: str, answers: list[str] | None = None, k: int
                               marks=_marks(blk, span)))
     rows.sort(key=lambda c: -c.p_z)
     correct = normalize_answer(prediction) in {normalize_answer(a) for a in answers} if answers else None
+    note = "" if rd["scores"] is not None else "BM25: p(z|x) uniform over the read blocks"
     return Explanation("question", question, prediction, answers[0] if answers else None, correct, rows,
-                       time.time() - t0, note="" if rd["scores"] is not None else "BM25: p(z|x) uniform over the read blocks")
+                       time.time() - t0, note=note)
 
 
 # ---- editing a fact ------------------------------------------------------------------------------------

@@ -31,10 +31,11 @@ NONE = "(none)"
 STYLE = """<style>
 .realm-result {font-family: sans-serif; font-size: 13px; margin: 4px 0}
 .realm-result table {border-collapse: collapse; width: 100%}
-.realm-result th, .realm-result td {border-bottom: 1px solid #ddd; padding: 2px 6px; vertical-align: top; text-align: right;
-  line-height: 1.35}
+.realm-result th, .realm-result td {border-bottom: 1px solid #ddd; padding: 2px 6px; vertical-align: top;
+  text-align: right; line-height: 1.35}
 .realm-result .block {text-align: left; max-width: 640px; white-space: normal}
-.realm-result mark {background: #ffe08a} .realm-result u {text-decoration-color: #7aa7e0; text-decoration-thickness: 2px}
+.realm-result mark {background: #ffe08a}
+.realm-result u {text-decoration-color: #7aa7e0; text-decoration-thickness: 2px}
 .realm-result .bar {display: inline-block; height: 9px}
 .realm-result .ok {color: #1a7f37} .realm-result .bad {color: #c62828}
 </style>"""
@@ -227,7 +228,8 @@ class Explorer:
                 done.append(edit_fact(obj, subject, relation, value))
                 self._synced[id(obj)] = len(self.edits) + 1
         except (ValueError, KeyError) as err:
-            self.fact_status.value = f"<span class='bad'>{html.escape(str(err.args[0] if isinstance(err, KeyError) else err))}</span>"
+            message = err.args[0] if isinstance(err, KeyError) else err  # a KeyError's str() adds quotes
+            self.fact_status.value = f"<span class='bad'>{html.escape(str(message))}</span>"
             if done:  # a world that took the edit keeps it: the edit stands for every model
                 self.edits.append((subject, relation, value))
             return done
@@ -301,7 +303,8 @@ def _same_corpus(a, b) -> bool:
 # ---- rendering -------------------------------------------------------------------------------------------
 def render(label: str, e: Explanation) -> str:
     """An Explanation as an HTML table, one `realm-row` per candidate z, best p(z|x) first."""
-    verdict = "" if e.correct is None else (" <span class='ok'>✓</span>" if e.correct else " <span class='bad'>✗</span>")
+    verdict = ("" if e.correct is None else " <span class='ok'>✓</span>" if e.correct else
+               " <span class='bad'>✗</span>")
     target = f" &nbsp; y = {html.escape(e.target)}" if e.target is not None else ""
     head = (f"<div class='realm-result'><b>{html.escape(label)}</b> &nbsp; {e.seconds * 1000:.0f} ms<br>"
             f"x: {html.escape(e.query)}<br>prediction: <b class='prediction'>{html.escape(e.prediction)}</b>"
