@@ -1,5 +1,7 @@
-"""The benches' own logic: small_scale's summary, qa's table, step_speed's errors, the shared REALM timing loop."""
+"""The benches' own logic: small_scale's summary, qa's table, step_speed's errors, the shared REALM timing loop,
+machine_limit's table."""
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -149,3 +151,18 @@ def test_timed_realm_steps_train_the_retriever_and_leave_a_frozen_reader_alone(t
     changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
     assert rate > 0 and changed == {"retriever"}  # 3 steps (2 untimed) moved the towers, not the frozen reader
     assert model.training and all(p.requires_grad for p in model.parameters())  # freeze_untrained undone
+
+
+def test_machine_limit_writes_its_table(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("machine_limit", Path(__file__).parents[1] / "bench" /
+                                                  "machine_limit.py")
+    machine_limit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(machine_limit)
+    out = tmp_path / "m.json"
+    assert machine_limit.main(["--n", "256", "--mb", "16", "--repeats", "1", "--json", str(out)]) == 0
+    info = json.loads(out.read_text())
+    assert info["cpu_capability"] and info["torch"] and info["rows"][-1]["threads"] == 1
+    assert all(r[k] > 0 for r in info["rows"] for k in ("matmul_fp32_gflops", "read_gbs", "copy_gbs"))
+    assert "fp32 GFLOP/s" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--n 0"):
+        machine_limit.main(["--n", "0"])
