@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -35,16 +34,8 @@ from realm_lite.export import load_pretrained, load_qa  # noqa: E402
 from realm_lite.io import atomic_write_text  # noqa: E402
 from realm_lite.qa_data import load_qa as load_questions  # noqa: E402
 
-
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux; platform.processor() elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+sys.path.insert(0, str(Path(__file__).parent))  # machine_limit, also when loaded by path
+from machine_limit import cpu_model  # noqa: E402
 
 
 def timed(fn, items, warm: int = 3) -> list[float]:
