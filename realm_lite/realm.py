@@ -17,8 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from realm_lite.batching import encoder_inputs
-from realm_lite.marginal import (KnowledgeAugmentedEncoder, join_inputs, marginal_gain, marginal_log_likelihood,
+from realm_lite.batching import by_length, encoder_inputs, join
+from realm_lite.marginal import (KnowledgeAugmentedEncoder, marginal_gain, marginal_log_likelihood,
                                  pad_targets, sequence_log_prob, top_retrieval_utility)
 from realm_lite.retriever import Retriever, build_bert
 
@@ -54,15 +54,18 @@ class BlockInputs:
                          tokenizer([b.text for b in blocks], add_special_tokens=False)["input_ids"]]
         self.null_doc = list(tokenizer("", "")["input_ids"])  # `[CLS] [SEP] [SEP]`: Embed_doc(∅)
 
+    def doc_rows(self, ids: list[int], null: bool = False) -> list[list[int]]:
+        """Embed_doc's wordpiece rows for blocks `ids` (plus ∅ first when `null`)."""
+        return ([self.null_doc] if null else []) + [self.doc_ids[i] for i in ids]
+
     def doc_batch(self, ids: list[int], device, null: bool = False) -> dict:
         """Embed_doc inputs for blocks `ids` (plus ∅ first when `null`): (N, L) tensors."""
-        rows = ([self.null_doc] if null else []) + [self.doc_ids[i] for i in ids]
-        return encoder_inputs(rows, self.pad, device=device)
+        return encoder_inputs(self.doc_rows(ids, null), self.pad, device=device)
 
 
 def embed_queries(model: Realm, queries: list[Query], pad_id: int, device) -> torch.Tensor:
     """Embed_input(x) for masked sentences: (B, D)."""
-    return model.retriever.embed_input(**encoder_inputs([q.example.input_ids for q in queries], pad_id, device=device))
+    return model.retriever.embed_input.embed_rows([q.example.input_ids for q in queries], pad_id, device)
 
 
 def retrieve(model: Realm, queries: list[Query], index, inputs: BlockInputs, k: int, device):
@@ -76,7 +79,8 @@ def retrieve(model: Realm, queries: list[Query], index, inputs: BlockInputs, k: 
 def candidate_scores(model: Realm, q: torch.Tensor, top: torch.Tensor, inputs: BlockInputs, device) -> torch.Tensor:
     """f(x, z) in float32 for [∅, z_1..z_{K-1}] with the live Embed_doc: (B, D) queries, (B, K-1) ids -> (B, K)."""
     b = len(q)
-    z = model.retriever.embed_doc(**inputs.doc_batch(top.flatten().tolist(), device, null=True))  # (1+B(K-1), D)
+    z = model.retriever.embed_doc.embed_rows(inputs.doc_rows(top.flatten().tolist(), null=True), inputs.pad,
+                                             device)  # (1+B(K-1), D)
     null, z = z[:1], z[1:].view(b, top.shape[1], -1)  # (1, D), (B, K-1, D)
     z = torch.cat([null.expand(b, 1, -1), z], dim=1)  # (B, K, D): candidate 0 is ∅
     return model.retriever.relevance(q, z)  # float32
@@ -85,11 +89,16 @@ def candidate_scores(model: Realm, q: torch.Tensor, top: torch.Tensor, inputs: B
 def read(model: Realm, queries: list[Query], candidates: list[list[int]], inputs: BlockInputs, device):
     """log p(y_j | z, x) for each query and each of its candidate blocks (-1 = ∅): (B, K, M, V), targets (B, K, M)."""
     b, kk = len(queries), len(candidates[0])
-    z_ids = [[inputs.body_ids[j] if j >= 0 else [] for j in cands] for cands in candidates]
-    enc = join_inputs([q.example.input_ids for q in queries], z_ids, inputs.sep, inputs.pad, inputs.block_len, device)
+    xs = [q.example.input_ids for q in queries for _ in range(kk)]  # B*K rows: each x with each of its z
+    zs = [inputs.body_ids[j][:inputs.block_len] if j >= 0 else [] for cands in candidates for j in cands]
     pos, tgt = pad_targets([q.example.masked_positions for q in queries], [q.example.target_ids for q in queries],
                            repeat=kk, device=device)  # (B*K, M)
-    logp = model.reader.token_log_probs(**enc, masked_positions=pos)  # (B*K, M, V)
+
+    def rows(idx):  # join_BERT(x, z) for rows idx, padded to their own longest, read at x's masked positions
+        enc = join([xs[i] for i in idx], [zs[i] for i in idx], inputs.sep, inputs.pad, device)
+        return model.reader.token_log_probs(**enc, masked_positions=pos[idx])  # (n, M, V)
+
+    logp = by_length([len(x) + len(z) for x, z in zip(xs, zs)], rows)  # (B*K, M, V)
     return logp.view(b, kk, *logp.shape[1:]), tgt.view(b, kk, -1)
 
 

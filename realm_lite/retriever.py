@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 from transformers import BertConfig, BertModel
 
+from realm_lite.batching import by_length, encoder_inputs
 from realm_lite.tokenizer import resolve_checkpoint
 
 
@@ -57,6 +58,11 @@ class Tower(nn.Module):
             m = attention_mask.unsqueeze(-1).to(h.dtype)  # (B, L, 1)
             pooled = (h * m).sum(1) / m.sum(1).clamp(min=1)  # (B, H)
         return self.proj(pooled)  # (B, D)
+
+    def embed_rows(self, rows: list[list[int]], pad_id: int, device) -> torch.Tensor:
+        """Embed(x) or Embed(z) of wordpiece-id rows, run in groups of similar length (batching.by_length): (N, D)."""
+        return by_length([len(r) for r in rows],
+                         lambda idx: self(**encoder_inputs([rows[i] for i in idx], pad_id, device=device)))
 
 
 class Retriever(nn.Module):
@@ -107,15 +113,21 @@ def embed_in_bf16(cfg, device) -> bool:
 @torch.no_grad()
 def embed_blocks(tower: Tower, blocks, tokenizer, max_len: int, batch_size: int = 256,
                  device="cpu", autocast: bool = True) -> torch.Tensor:
-    """Embed_doc(z) for every block, in batches, without gradients: (N, D) float32 on `device`."""
+    """Embed_doc(z) for every block, in batches of blocks of similar length, without gradients: (N, D) float32.
+
+    The blocks are tokenized once and sorted by length, so that a batch is padded only to its own longest block
+    (in the cpu world that halves the work: 53 wordpieces on average, 128 at most)."""
     was_training = tower.training
     tower.eval()
     device = torch.device(device)
-    out = []
-    for i in range(0, len(blocks), batch_size):
-        chunk = blocks[i:i + batch_size]
-        enc = encode_blocks([b.title for b in chunk], [b.text for b in chunk], tokenizer, max_len, device)
+    ids = tokenizer([b.title for b in blocks], [b.text for b in blocks], truncation="only_second",
+                    max_length=max_len)["input_ids"] if blocks else []
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    out = torch.zeros(len(blocks), tower.proj.out_features, device=device)  # (N, D)
+    for i in range(0, len(order), batch_size):
+        rows = order[i:i + batch_size]
+        enc = encoder_inputs([ids[j] for j in rows], tokenizer.pad_token_id, device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            out.append(tower(**enc).float())
+            out[torch.tensor(rows, device=device)] = tower(**enc).float()
     tower.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0, tower.proj.out_features, device=device)
+    return out
