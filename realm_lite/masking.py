@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 import re
+import weakref
 from dataclasses import dataclass
 
 from realm_lite.corpus import Span
@@ -102,12 +103,26 @@ def get_tagger(prefer: str = "auto"):
 
 
 # ---- masking ----------------------------------------------------------------------------------
+_ENCODED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # tokenizer -> {(text, max_len): encoding}
+
+
 def _encode(text: str, tokenizer, max_len: int):
-    """`[CLS] x [SEP]` ids, truncated to max_len, and each wordpiece's character range (None for specials)."""
-    enc = tokenizer(text, truncation=True, max_length=max_len, return_offsets_mapping=True)
-    special = set(tokenizer.all_special_ids)
-    offsets = [None if i in special else tuple(o) for i, o in zip(enc["input_ids"], enc["offset_mapping"])]
-    return list(enc["input_ids"]), offsets
+    """`[CLS] x [SEP]` ids, truncated to max_len, and each wordpiece's character range (None for specials).
+
+    Each sentence is tokenized once per tokenizer and remembered: pre-training masks the same sentences again and
+    again, and the tokenizer would otherwise run inside every step."""
+    try:
+        seen = _ENCODED.setdefault(tokenizer, {})
+    except TypeError:  # a tokenizer that cannot be weakly referenced: no memory
+        seen = {}
+    if (text, max_len) not in seen:
+        enc = tokenizer(text, truncation=True, max_length=max_len, return_offsets_mapping=True)
+        special = set(tokenizer.all_special_ids)
+        seen[text, max_len] = (tuple(enc["input_ids"]),
+                               [None if i in special else tuple(o) for i, o in zip(enc["input_ids"],
+                                                                                   enc["offset_mapping"])])
+    ids, offsets = seen[text, max_len]
+    return list(ids), offsets  # a fresh list: the maskers write [MASK] into it
 
 
 def mask_salient_span(text: str, spans: list[Span], tokenizer, rng: random.Random, max_len: int = 64):

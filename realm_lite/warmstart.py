@@ -18,9 +18,13 @@ import random
 import torch
 import torch.nn.functional as F
 
-from realm_lite.marginal import join_inputs, pad_targets, sequence_log_prob
+from realm_lite.batching import by_length, join
+from realm_lite.marginal import pad_targets, sequence_log_prob
 from realm_lite.realm import BlockInputs, Query, embed_queries
 from realm_lite.training import Checkpoints, Loop
+
+
+READER_GROUP = 8  # rows per length group in the reader warm-up (batching.by_length)
 
 
 class SalientIndex:
@@ -76,7 +80,7 @@ def train_salient(model, pool, blocks, inputs: BlockInputs, cfg, device, log=pri
             raise ValueError("salient warm start: too few sentences share a salient span with another block; "
                              "use warm_start=ict")
         x = embed_queries(model, queries, inputs.pad, device)  # (B, D)
-        z = model.retriever.embed_doc(**inputs.doc_batch(positives, device))  # (B, D)
+        z = model.retriever.embed_doc.embed_rows(inputs.doc_rows(positives), inputs.pad, device)  # (B, D)
         logits = model.retriever.relevance(x, z)  # (B, B)
         target = torch.arange(len(queries), device=logits.device)
         loss = F.cross_entropy(logits, target)
@@ -109,6 +113,15 @@ def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print,
     n_own_of = {"own": own_only, "salient": lambda step: 0, "mixed": lambda step: half,
                 "own-then-mixed": lambda step: cfg.batch_size if step <= n_own_steps else half,
                 }[cfg.reader_warmup_z]
+    seen: dict[str, list[int]] = {}
+
+    def wordpieces(texts: list[str]) -> list[list[int]]:  # each z's body tokenized once, then remembered
+        new = [t for t in dict.fromkeys(texts) if t not in seen]
+        if new:
+            seen.update(zip(new, tokenizer(new, add_special_tokens=False, truncation=True,
+                                           max_length=cfg.block_len)["input_ids"]))
+        return [seen[t] for t in texts]
+
     model.reader.train()
     loop = Loop("reader_warmup", cfg.reader_warmup_steps, model.reader.parameters(), cfg, lr=cfg.reader_warmup_lr,
                 weight_decay=cfg.weight_decay, clip=cfg.clip_norm, rng=rng, device=device, log=log,
@@ -127,13 +140,17 @@ def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print,
                     n_own_of = own_only
                 more, texts = own(cfg.batch_size - n_own)
             queries, rest = queries + more, rest + texts
-        z_ids = [[ids] for ids in tokenizer(rest, add_special_tokens=False, truncation=True,
-                                            max_length=cfg.block_len)["input_ids"]]
-        enc = join_inputs([q.example.input_ids for q in queries], z_ids, tokenizer.sep_token_id,
-                          tokenizer.pad_token_id, cfg.block_len, device)
+        zs = wordpieces(rest)
+        xs = [q.example.input_ids for q in queries]
         pos, tgt = pad_targets([q.example.masked_positions for q in queries], [q.example.target_ids for q in queries],
                                device=device)
-        logp = model.reader.token_log_probs(**enc, masked_positions=pos)  # (B, M, V)
+
+        def rows(idx):  # join_BERT(x, z) for rows idx, padded to their own longest
+            enc = join([xs[i] for i in idx], [zs[i] for i in idx], tokenizer.sep_token_id, tokenizer.pad_token_id,
+                       device)
+            return model.reader.token_log_probs(**enc, masked_positions=pos[idx])  # (n, M, V)
+
+        logp = by_length([len(x) + len(z) for x, z in zip(xs, zs)], rows, READER_GROUP)  # (B, M, V)
         loss = -sequence_log_prob(logp, tgt).mean()  # -log p(y | z, x)
         loop.opt.zero_grad(set_to_none=True)
         loss.backward()
