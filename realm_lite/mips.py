@@ -15,6 +15,7 @@ import hashlib
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from realm_lite.io import atomic_write_bytes
@@ -54,10 +55,18 @@ def _exclusion_tensor(exclude, batch: int, device) -> torch.Tensor:
     return torch.tensor([r + [-1] * (width - len(r)) for r in rows], dtype=torch.long, device=device).view(batch, width)
 
 
+def _excluded(excl: torch.Tensor, start: int, n: int) -> torch.Tensor:
+    """(B, n) True where a row's exclusions fall in blocks start..start+n-1; no host-device sync."""
+    local = excl - start  # (B, E)
+    inside = (excl >= 0) & (local >= 0) & (local < n)
+    mask = torch.zeros((len(excl), n + 1), dtype=torch.bool, device=excl.device)  # column n: exclusions elsewhere
+    return mask.scatter_(1, torch.where(inside, local, n), True)[:, :n]
+
+
 class MipsIndex:
     """Top-k search of f(x, z) = q^T z over a fixed (N, D) matrix of document embeddings."""
 
-    def __init__(self, embeddings: torch.Tensor, backend: str = "exact", version: str = "", chunk: int = 65536,
+    def __init__(self, embeddings: torch.Tensor, backend: str = "exact", version: str = "", chunk: int | None = None,
                  nprobe: int = 16):
         if backend not in BACKENDS:
             raise ValueError(f"unknown MIPS backend {backend!r}; valid: {', '.join(BACKENDS)}")
@@ -100,8 +109,8 @@ class MipsIndex:
         if queries.dim() != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries of shape {tuple(queries.shape)} do not match index dimension {self.dim}")
         b = len(queries)
-        excl = _exclusion_tensor(exclude, b, self.embeddings.device)  # (B, E)
-        n_excluded = int((excl >= 0).sum(1).max()) if excl.numel() else 0
+        excl = None if exclude is None else _exclusion_tensor(exclude, b, self.embeddings.device)  # (B, E), pad -1
+        n_excluded = 0 if excl is None else excl.shape[1]  # the most any row excludes (no wait for a GPU)
         if k > len(self) - n_excluded:
             raise ValueError(f"k={k} exceeds the {len(self) - n_excluded} blocks left after exclusion")
         q = queries.detach().float().to(self.embeddings.device)
@@ -110,39 +119,45 @@ class MipsIndex:
         return self._search_faiss(q, k, excl)
 
     def _search_exact(self, q, k, excl):
+        # chunk: blocks scored at a time; by default as many as keep the (B, chunk) scores within 2^26 floats (256 MiB)
+        chunk = self.chunk or max(65536, 2 ** 26 // max(1, len(q)))
+        if len(self) <= chunk:  # one product and one top-k: the common case, no merge
+            s = q @ self.embeddings.T  # (B, N)
+            if excl is not None and excl.shape[1]:
+                s.masked_fill_(_excluded(excl, 0, len(self)), float("-inf"))
+            return s.topk(k, dim=1)
         best_s = torch.full((len(q), 0), float("-inf"), device=q.device)
         best_i = torch.zeros((len(q), 0), dtype=torch.long, device=q.device)
-        for start in range(0, len(self), self.chunk):  # chunked: the (B, N) score matrix never exists whole
-            z = self.embeddings[start:start + self.chunk]  # (n, D)
+        for start in range(0, len(self), chunk):  # chunked: the (B, N) score matrix never exists whole
+            z = self.embeddings[start:start + chunk]  # (n, D)
             s = q @ z.T  # (B, n)
-            local = excl - start
-            valid = (excl >= 0) & (local >= 0) & (local < len(z))
-            if valid.any():
-                rows = torch.arange(len(q), device=q.device).unsqueeze(1).expand_as(local)
-                s[rows[valid], local[valid]] = float("-inf")
+            if excl is not None and excl.shape[1]:
+                s.masked_fill_(_excluded(excl, start, len(z)), float("-inf"))
             top_s, top_i = s.topk(min(k, len(z)), dim=1)
             best_s, order = torch.cat([best_s, top_s], 1).topk(min(k, best_s.shape[1] + top_s.shape[1]), dim=1)
             best_i = torch.cat([best_i, top_i + start], 1).gather(1, order)
         return best_s, best_i
 
     def _search_faiss(self, q, k, excl):
-        e = excl.shape[1]
-        s, i = self._faiss_index.search(q.cpu().numpy(), k + e)
-        s, i = torch.from_numpy(s), torch.from_numpy(i)  # (B, k + E); id -1: FAISS found fewer than k + E
+        """FAISS's top k + E, the excluded blocks and FAISS's padding (id -1) dropped; in numpy, whose calls on
+        arrays this small cost a microsecond, so that the wrapper adds little to FAISS's own search."""
+        e = 0 if excl is None else excl.shape[1]
+        s, i = self._faiss_index.search(q.cpu().numpy(), k + e)  # (B, k + E); id -1: FAISS found fewer
         bad = i < 0
         if e:
-            bad |= (i.unsqueeze(2) == excl.cpu().unsqueeze(1)).any(2)  # (B, k + E)
+            bad |= (i[:, :, None] == excl.cpu().numpy()[:, None, :]).any(2)  # (B, k + E)
         if e or bad.any():
-            s = s.masked_fill(bad, float("-inf"))
-            s, order = s.topk(k, dim=1)
-            i = i.gather(1, order)
-        s, i = s[:, :k], i[:, :k]
-        # rows with fewer than k allowed blocks (IVF, HNSW) are completed by exact search: an id of -1 would read
-        # as the null document ∅ in one place and as the last block (python's index -1) in another
-        short = torch.isinf(s).any(1).nonzero().squeeze(1)
-        if len(short):
-            es, ei = self._search_exact(q[short.to(q.device)], k, excl[short.to(excl.device)])
-            s[short], i[short] = es.cpu(), ei.cpu()
+            s = np.where(bad, -np.inf, s)
+            order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+            s, i = np.take_along_axis(s, order, 1), np.take_along_axis(i, order, 1)
+            # rows with fewer than k allowed blocks (IVF, HNSW) are completed by exact search: an id of -1 would
+            # read as the null document ∅ in one place and as the last block (python's index -1) in another
+            short = np.isinf(s).any(1).nonzero()[0]
+            if len(short):
+                rows = torch.from_numpy(short).to(q.device)
+                es, ei = self._search_exact(q[rows], k, None if excl is None else excl[rows.to(excl.device)])
+                s[short], i[short] = es.cpu().numpy(), ei.cpu().numpy()
+        s, i = torch.from_numpy(np.ascontiguousarray(s[:, :k])), torch.from_numpy(np.ascontiguousarray(i[:, :k]))
         return s.to(q.device), i.to(q.device)
 
     # ---- files ----------------------------------------------------------------------------------
