@@ -34,8 +34,8 @@ from realm_lite.export import load_pretrained, load_qa  # noqa: E402
 from realm_lite.io import atomic_write_text  # noqa: E402
 from realm_lite.qa_data import load_qa as load_questions  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))  # machine_limit, also when loaded by path
-from machine_limit import cpu_model  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent))  # common, also when loaded by path
+from common import cpu_model  # noqa: E402
 
 
 def timed(fn, items, warm: int = 3) -> list[float]:

@@ -2,6 +2,7 @@
 
     python bench/machine_limit.py              # about 30 s on 2 cores
     python bench/machine_limit.py --quick      # smaller sizes: a smoke run of a few seconds
+    python bench/machine_limit.py --device cuda  # a GPU's rates (bench/results/machine_limit-gpu-<name>.json)
 
 The other speed figures of the project are read against these: a stage that runs at 10% of the matmul rate has
 room to grow, one at 80% does not. It measures, with torch's own threads (all cores) and with one thread:
@@ -18,66 +19,55 @@ the cores lowers every number.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from realm_lite.io import atomic_write_text
+sys.path.insert(0, str(Path(__file__).parent))  # common, also when loaded by path (tests)
+from common import device_arg, machine, sync, write  # noqa: E402
 
 
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux; platform.processor() elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def best_seconds(fn, repeats: int) -> float:
-    """The fastest of `repeats` timed calls of fn, after one untimed call."""
+def best_seconds(fn, repeats: int, device="cpu") -> float:
+    """The fastest of `repeats` timed calls of fn, after one untimed call (GPU work waited for)."""
     fn()
+    sync(device)
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
+        sync(device)
         best = min(best, time.perf_counter() - t0)
     return best
 
 
-def matmul_gflops(n: int, dtype: torch.dtype, repeats: int) -> float:
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    out = torch.empty(n, n, dtype=dtype)
-    return 2 * n ** 3 / best_seconds(lambda: torch.mm(a, b, out=out), repeats) / 1e9
+def matmul_gflops(n: int, dtype: torch.dtype, repeats: int, device="cpu") -> float:
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
+    out = torch.empty(n, n, dtype=dtype, device=device)
+    return 2 * n ** 3 / best_seconds(lambda: torch.mm(a, b, out=out), repeats, device) / 1e9
 
 
-def read_gbs(mb: int, repeats: int) -> float:
-    x = torch.ones(mb * 2 ** 20 // 4)
-    return x.numel() * 4 / best_seconds(lambda: x.sum(), repeats) / 1e9
+def read_gbs(mb: int, repeats: int, device="cpu") -> float:
+    x = torch.ones(mb * 2 ** 20 // 4, device=device)
+    return x.numel() * 4 / best_seconds(lambda: x.sum(), repeats, device) / 1e9
 
 
-def copy_gbs(mb: int, repeats: int) -> float:
-    src, dst = torch.ones(mb * 2 ** 20 // 4), torch.empty(mb * 2 ** 20 // 4)
-    return 2 * src.numel() * 4 / best_seconds(lambda: dst.copy_(src), repeats) / 1e9
+def copy_gbs(mb: int, repeats: int, device="cpu") -> float:
+    src, dst = torch.ones(mb * 2 ** 20 // 4, device=device), torch.empty(mb * 2 ** 20 // 4, device=device)
+    return 2 * src.numel() * 4 / best_seconds(lambda: dst.copy_(src), repeats, device) / 1e9
 
 
-def measure(n: int, mb: int, repeats: int, threads: int) -> dict:
-    """The four rates with `threads` torch threads."""
+def measure(n: int, mb: int, repeats: int, threads: int, device="cpu") -> dict:
+    """The four rates with `threads` torch threads (on a GPU: the GPU's, with torch's default fp32 matmul, no TF32)."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         return {"threads": threads,
-                "matmul_fp32_gflops": round(matmul_gflops(n, torch.float32, repeats), 1),
-                "matmul_bf16_gflops": round(matmul_gflops(n, torch.bfloat16, repeats), 1),
-                "read_gbs": round(read_gbs(mb, repeats), 1),
-                "copy_gbs": round(copy_gbs(mb, repeats), 1)}
+                "matmul_fp32_gflops": round(matmul_gflops(n, torch.float32, repeats, device), 1),
+                "matmul_bf16_gflops": round(matmul_gflops(n, torch.bfloat16, repeats, device), 1),
+                "read_gbs": round(read_gbs(mb, repeats, device), 1),
+                "copy_gbs": round(copy_gbs(mb, repeats, device), 1)}
     finally:
         torch.set_num_threads(before)
 
@@ -88,29 +78,29 @@ def main(argv=None) -> int:
     ap.add_argument("--mb", type=int, default=1024, help="MiB of float32 for the bandwidth (default 1024)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="n=1024, 128 MiB, 2 repeats: a smoke run")
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     ap.add_argument("--json", help="where the results go")
     args = ap.parse_args(argv)
+    device = device_arg(args.device)
     if args.quick:
         args.n, args.mb, args.repeats = 1024, 128, 2
     for name in ("n", "mb", "repeats"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name} {getattr(args, name)}: 1 or more")
     cores = torch.get_num_threads()
-    rows = [measure(args.n, args.mb, args.repeats, t) for t in sorted({cores, 1}, reverse=True)]
-    info = {"cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "logical_cpus": os.cpu_count(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-            "n": args.n, "mb": args.mb, "repeats": args.repeats, "rows": rows}
-    print(f"{info['cpu']} ({info['cpu_capability']}), torch {torch.__version__}; matmul {args.n} x {args.n}, "
-          f"bandwidth over {args.mb} MiB, best of {args.repeats}")
+    threads = [cores] if device.type == "cuda" else sorted({cores, 1}, reverse=True)
+    if device.type == "cuda":  # a GPU: sizes that keep it busy
+        args.n, args.mb = max(args.n, 8192), max(args.mb, 4096)
+    rows = [measure(args.n, args.mb, args.repeats, t, device) for t in threads]
+    info = {**machine(device), "n": args.n, "mb": args.mb, "repeats": args.repeats, "rows": rows}
+    where = info.get("gpu") or f"{info['cpu']} ({info['cpu_capability']})"
+    print(f"{where}, torch {torch.__version__}; matmul {args.n} x {args.n}, bandwidth over {args.mb} MiB, "
+          f"best of {args.repeats}")
     print(f"{'threads':>8}{'fp32 GFLOP/s':>14}{'bf16 GFLOP/s':>14}{'read GB/s':>11}{'copy GB/s':>11}")
     for r in rows:
         print(f"{r['threads']:>8}{r['matmul_fp32_gflops']:>14}{r['matmul_bf16_gflops']:>14}{r['read_gbs']:>11}"
               f"{r['copy_gbs']:>11}")
-    out = Path(args.json or Path(__file__).parent / "results" /
-               f"machine_limit-{info['cpu_capability'].lower()}{'-quick' if args.quick else ''}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(info, indent=2) + "\n")
-    print(f"written to {out}")
+    write("machine_limit", info, args.json, args.quick)
     return 0
 
 
