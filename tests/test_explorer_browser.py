@@ -8,6 +8,7 @@ a browser. Run as a script, it saves the README's screenshot:
 """
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -38,14 +39,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """`sig` to the process and its children (Voilà and its kernel), which share its session."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 @contextmanager
 def served(port: int, timeout: float = 60):
     """`realm-lite explore` on localhost:port until the block ends; its log goes to a file (a pipe nobody reads
     would fill and stop the server)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     log = tempfile.NamedTemporaryFile("w+", prefix="realm-lite-explore-", suffix=".log", delete=False)
+    # a session of its own: the command runs Voilà as a child, and the whole group goes at the end
     proc = subprocess.Popen([sys.executable, "-m", "realm_lite.cli", "explore", "--no-browser", f"--port={port}"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     try:
         deadline = time.time() + timeout
         while True:
@@ -54,17 +65,17 @@ def served(port: int, timeout: float = 60):
                 break
             except OSError:
                 if proc.poll() is not None or time.time() > deadline:
-                    proc.kill()
+                    _signal_group(proc, signal.SIGKILL)
                     raise RuntimeError(f"realm-lite explore did not serve on port {port}:\n"
                                        f"{Path(log.name).read_text()[-3000:]}")
                 time.sleep(0.5)
         yield f"http://127.0.0.1:{port}/"
     finally:
-        proc.terminate()
+        _signal_group(proc, signal.SIGTERM)
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _signal_group(proc, signal.SIGKILL)
         log.close()
         os.unlink(log.name)
 
