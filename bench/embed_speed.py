@@ -15,8 +15,9 @@ realm_lite.retriever.embed_blocks runs it):
   synthetic   pre-tokenized blocks of random wordpiece ids, every row the preset's full block_len, in batches of
               --batch (256, embed_blocks' batch), eval mode, torch.no_grad(): the tower alone
   refresh     (the cpu preset only) the real refresh as the library runs it: realm_lite.refresh.build_index on the
-              shipped world-cpu model's Embed_doc and corpus (2,002 blocks of variable length, padded per batch to
-              the batch's longest, tokenization, the fingerprint and the MipsIndex wrapper included), with
+              shipped world-cpu model's Embed_doc and corpus (2,002 blocks of variable length, sorted by length and
+              padded per batch to the batch's longest, tokenization, the fingerprint and the MipsIndex wrapper
+              included), with
               embed_bf16 off and on. Its mean real block length sits beside the synthetic rows' full length
 
 The full preset names bert-base-uncased, which is not read here: its tower is a from-scratch bert-base (hidden 768,
@@ -168,13 +169,12 @@ def synthetic_rows(name: str, cfg, blocks: int, args, device, lim: dict, corpus:
 
 
 def block_lengths(blocks, tokenizer, max_len: int, batch: int) -> tuple[list[int], list[int]]:
-    """Each block's real length in wordpieces, and each batch's padded length as embed_blocks pads it."""
-    real, padded = [], []
-    for i in range(0, len(blocks), batch):
-        chunk = blocks[i:i + batch]
-        mask = encode_blocks([b.title for b in chunk], [b.text for b in chunk], tokenizer, max_len)["attention_mask"]
-        real += mask.sum(1).tolist()
-        padded.append(mask.shape[1])
+    """Each block's real length in wordpieces, and each batch's padded length as embed_blocks pads it: the corpus
+    sorted by length, each batch padded to its own longest block."""
+    mask = encode_blocks([b.title for b in blocks], [b.text for b in blocks], tokenizer, max_len)["attention_mask"]
+    real = mask.sum(1).tolist()
+    ordered = sorted(real)
+    padded = [max(ordered[i:i + batch]) for i in range(0, len(ordered), batch)]
     return real, padded
 
 
