@@ -35,7 +35,10 @@ def cpu_model() -> str:
 
 def device_arg(name: str) -> torch.device:
     """--device: cpu, cuda or cuda:N; a missing GPU is a clear error before any work."""
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SystemExit(f"--device {name}: cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"--device {name}: torch sees no CUDA device")
     if device.type not in ("cpu", "cuda"):
