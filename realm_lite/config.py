@@ -86,6 +86,7 @@ class Config:
     reader_warmup_z: str = "own"  # own: x's own block minus x | salient: another block holding y and another span of x | mixed: half each | own-then-mixed: own first, then mixed
     reader_warmup_own_frac: float = 2 / 3  # own-then-mixed: the fraction of reader_warmup_steps with own blocks only
     reader_warmup_lr: float = 5e-4  # the reader warm-up's learning rate (REALM's is reader_lr)
+    warm_lr_decay: bool = False  # the warm starts' lr: false = constant; true = warm up over 5% of the steps, then fall linearly to 0
 
     # --- REALM pre-training (realm_lite.realm, realm_lite.pretrain; paper sections 3.1-3.4) ---
     realm_steps: int = 40

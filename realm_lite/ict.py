@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from realm_lite.retriever import Retriever, encode_blocks, encode_queries
-from realm_lite.training import Checkpoints, Loop
+from realm_lite.training import Checkpoints, Loop, warm_schedule
 
 
 def split_heldout(blocks, fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -56,7 +56,7 @@ def train_ict(retriever: Retriever, blocks, tokenizer, cfg, device="cpu", block_
         raise ValueError("ICT needs at least two blocks with two or more sentences")
     retriever.to(device).train()
     loop = Loop("ict", cfg.ict_steps, retriever.parameters(), cfg, lr=cfg.ict_lr, clip=1.0, rng=rng, device=device,
-                log=log, desc="ICT", checkpoints=checkpoints)
+                warmup=warm_schedule(cfg, cfg.ict_steps), log=log, desc="ICT", checkpoints=checkpoints)
     for _ in loop:
         batch = rng.sample(pool, min(cfg.ict_batch, len(pool)))  # distinct blocks: no false negatives
         pairs = [ict_pair(blocks[i], rng, cfg.ict_remove_prob) for i in batch]

@@ -145,6 +145,11 @@ def scalars(out: dict) -> dict:
             if (torch.is_tensor(v) and v.dim() == 0) or isinstance(v, (int, float))}
 
 
+def warm_schedule(cfg, steps: int) -> int | None:
+    """Loop's `warmup` for a warm start: None (constant lr) unless cfg.warm_lr_decay (5% warm-up, then linear decay)."""
+    return max(1, steps // 20) if cfg.warm_lr_decay else None
+
+
 class Loop:
     """`for step in Loop(...)`: AdamW over `params` (param groups may set their own lr), an optional linear
     warm-up/decay schedule (`warmup` steps), gradient clipping at `clip`; log rows every cfg.log_every steps."""

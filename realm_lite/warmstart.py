@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from realm_lite.batching import by_length, join
 from realm_lite.marginal import pad_targets, sequence_log_prob
 from realm_lite.realm import BlockInputs, Query, embed_queries
-from realm_lite.training import Checkpoints, Loop
+from realm_lite.training import Checkpoints, Loop, warm_schedule
 
 
 READER_GROUP = 8  # rows per length group in the reader warm-up (batching.by_length)
@@ -64,7 +64,7 @@ def train_salient(model, pool, blocks, inputs: BlockInputs, cfg, device, log=pri
     rng = random.Random(cfg.seed if seed is None else seed)
     model.retriever.train()
     loop = Loop("salient", steps, model.retriever.parameters(), cfg, lr=cfg.ict_lr, clip=1.0, rng=rng, device=device,
-                log=log, desc="salient warm start", checkpoints=checkpoints)
+                warmup=warm_schedule(cfg, steps), log=log, desc="salient warm start", checkpoints=checkpoints)
     for _ in loop:
         queries, positives, used, tries = [], [], set(), 0
         while len(queries) < cfg.ict_batch and tries < 50 * cfg.ict_batch:
@@ -124,7 +124,7 @@ def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print,
 
     model.reader.train()
     loop = Loop("reader_warmup", cfg.reader_warmup_steps, model.reader.parameters(), cfg, lr=cfg.reader_warmup_lr,
-                weight_decay=cfg.weight_decay, clip=cfg.clip_norm, rng=rng, device=device, log=log,
+                weight_decay=cfg.weight_decay, clip=cfg.clip_norm, warmup=warm_schedule(cfg, cfg.reader_warmup_steps), rng=rng, device=device, log=log,
                 desc="reader warm-up", checkpoints=checkpoints)
     for step in loop:
         n_own = n_own_of(step)

@@ -392,3 +392,32 @@ def test_reader_warmup_batches(cfg, tokenizer, blocks, pool, z, frac, n_own):
     for texts, n in zip(seen, n_own):
         own = [t for t in texts if t not in block_texts]  # x's block with x cut out is no block's text
         assert len(own) == n and texts[:n] == own
+
+
+@pytest.mark.parametrize("decay", [False, True])
+def test_warm_starts_decay_their_lr_only_when_asked(cfg, tokenizer, blocks, pool, monkeypatch, decay):
+    """warm_lr_decay: the salient and reader warm-ups warm up over 5% of their steps, then fall linearly to 0;
+    off (the default), their lr stays constant."""
+    import realm_lite.warmstart as warmstart
+    from realm_lite.training import Loop
+
+    loops = []
+
+    class Recorded(Loop):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            loops.append(self)
+
+    monkeypatch.setattr(warmstart, "Loop", Recorded)
+    torch.manual_seed(0)
+    model = Realm(cfg, len(tokenizer))
+    inputs = BlockInputs(blocks, tokenizer, cfg.block_len)
+    c = cfg.replace(warm_lr_decay=decay, ict_steps=40, ict_batch=4, reader_warmup_steps=40, batch_size=2,
+                    reader_warmup_lr=1e-3, log_every=100)
+    warmstart.train_salient(model, pool, blocks, inputs, c, "cpu", log=lambda s: None)
+    warmstart.train_reader_warmup(model, pool, blocks, tokenizer, c, "cpu", log=lambda s: None)
+    assert [loop.stage for loop in loops] == ["salient", "reader_warmup"]
+    for loop, lr in zip(loops, (c.ict_lr, c.reader_warmup_lr)):
+        last = loop.opt.param_groups[0]["lr"]
+        assert last == (0.0 if decay else lr)
+        assert (loop.sched is not None) == decay
