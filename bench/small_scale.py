@@ -1,6 +1,6 @@
 """Does REALM's retriever update teach the retriever anything? A paired comparison over seeds.
 
-    python bench/small_scale.py --preset cpu --seeds 0 1 2      # docs/results.md's table (about 23 min a seed)
+    python bench/small_scale.py --preset cpu --seeds 0 1 2      # docs/results.md's table (15 min a seed with three arms, Intel AVX-512)
     python bench/small_scale.py --preset quick --seeds 0        # a smoke run (about a minute)
 
 For each seed: one corpus and one warm start (the preset's recipe), then four arms from that same
