@@ -124,8 +124,8 @@ def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print,
 
     model.reader.train()
     loop = Loop("reader_warmup", cfg.reader_warmup_steps, model.reader.parameters(), cfg, lr=cfg.reader_warmup_lr,
-                weight_decay=cfg.weight_decay, clip=cfg.clip_norm, warmup=warm_schedule(cfg, cfg.reader_warmup_steps), rng=rng, device=device, log=log,
-                desc="reader warm-up", checkpoints=checkpoints)
+                weight_decay=cfg.weight_decay, clip=cfg.clip_norm, warmup=warm_schedule(cfg, cfg.reader_warmup_steps),
+                rng=rng, device=device, log=log, desc="reader warm-up", checkpoints=checkpoints)
     for step in loop:
         n_own = n_own_of(step)
         queries, rest = own(n_own)
