@@ -83,7 +83,7 @@ class Config:
     # --- retriever warm start (realm_lite.pretrain) ---
     warm_start: str = "ict"  # ict (ORQA, the paper) | salient (co-occurrence, realm_lite.warmstart) | none (cold start)
     reader_warmup_steps: int = 0  # reader warm-up steps before REALM (realm_lite.warmstart); 0 = none
-    reader_warmup_z: str = "own"  # own: x's own block minus x | salient: another block holding y and another span of x | mixed: half each | own-then-mixed: own first, then mixed
+    reader_warmup_z: str = "own"  # own: x's own block minus x | salient: another block holding y and another span of x | mixed: half each | own-then-mixed: own first, then mixed | none: ∅ (plain MLM)
     reader_warmup_own_frac: float = 2 / 3  # own-then-mixed: the fraction of reader_warmup_steps with own blocks only
     reader_warmup_lr: float = 5e-4  # the reader warm-up's learning rate (REALM's is reader_lr)
     warm_lr_decay: bool = False  # the warm starts' lr: false = constant; true = warm up over 5% of the steps, then fall linearly to 0
@@ -199,7 +199,7 @@ CHOICES = {
     "warm_start": ("ict", "salient", "none"),
     "autocast": ("auto", "bf16", "off"),
     "embed_bf16": ("auto", "on", "off"),
-    "reader_warmup_z": ("own", "salient", "mixed", "own-then-mixed"),
+    "reader_warmup_z": ("own", "salient", "mixed", "own-then-mixed", "none"),
 }
 
 # The valid values of every int and float key, in interval notation ("inf": unbounded);

@@ -98,9 +98,11 @@ def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print,
     "mixed" = half of each batch of each kind (own blocks teach copying the block's subject, evidence blocks
     copying a related span, which is what REALM's gold blocks ask for); "own-then-mixed" = the first
     cfg.reader_warmup_own_frac of the steps "own", the rest "mixed" (copying is discovered on the easy own-block
-    copies first). With `checkpoints`, log.jsonl rows and checkpoints (see realm_lite.training)."""
+    copies first); "none" = the null document ∅ for every x: plain masked-LM training without any block (the
+    BERT-like baseline encoder of bench/ablation.py). With `checkpoints`, log.jsonl rows and checkpoints (see
+    realm_lite.training)."""
     rng = random.Random(cfg.seed + 7)
-    evidence = _evidence_sampler(pool, blocks, rng) if cfg.reader_warmup_z != "own" else None
+    evidence = _evidence_sampler(pool, blocks, rng) if cfg.reader_warmup_z not in ("own", "none") else None
     half = cfg.batch_size // 2
     n_own_steps = int(cfg.reader_warmup_own_frac * cfg.reader_warmup_steps + 1e-9)  # floor, robust to 2/3 * 6000
 
@@ -112,7 +114,7 @@ def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print,
         return qs, [blocks[q.source].text.replace(q.example.text, " ", 1) for q in qs]
     n_own_of = {"own": own_only, "salient": lambda step: 0, "mixed": lambda step: half,
                 "own-then-mixed": lambda step: cfg.batch_size if step <= n_own_steps else half,
-                }[cfg.reader_warmup_z]
+                "none": own_only}[cfg.reader_warmup_z]
     seen: dict[str, list[int]] = {}
 
     def wordpieces(texts: list[str]) -> list[list[int]]:  # each z's body tokenized once, then remembered
@@ -140,7 +142,7 @@ def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print,
                     n_own_of = own_only
                 more, texts = own(cfg.batch_size - n_own)
             queries, rest = queries + more, rest + texts
-        zs = wordpieces(rest)
+        zs = [[] for _ in rest] if cfg.reader_warmup_z == "none" else wordpieces(rest)  # [] = ∅: `[CLS] x [SEP] [SEP]`
         xs = [q.example.input_ids for q in queries]
         pos, tgt = pad_targets([q.example.masked_positions for q in queries], [q.example.target_ids for q in queries],
                                device=device)

@@ -8,6 +8,7 @@ import torch
 
 from realm_lite.cli import main
 from realm_lite.corpus import make_blocks, world_passages
+from realm_lite.batching import join
 from realm_lite.mips import MipsIndex
 from realm_lite.pretrain import freeze_untrained, load_run, pretrain, train_realm
 from realm_lite.queries import QueryPool
@@ -392,6 +393,32 @@ def test_reader_warmup_batches(cfg, tokenizer, blocks, pool, z, frac, n_own):
     for texts, n in zip(seen, n_own):
         own = [t for t in texts if t not in block_texts]  # x's block with x cut out is no block's text
         assert len(own) == n and texts[:n] == own
+
+
+def test_reader_warmup_with_no_block_reads_the_null_document(cfg, tokenizer, blocks, pool, monkeypatch):
+    """reader_warmup_z=none: every row is `[CLS] x [SEP] [SEP]` (z = ∅), and no block text is tokenized."""
+    import realm_lite.warmstart as warmstart
+
+    joined = []
+
+    def recording_join(xs, zs, *a, **kw):
+        joined.append((xs, zs))
+        return join(xs, zs, *a, **kw)
+
+    class NoTexts:  # the tokenizer, refusing to tokenize any z
+        def __getattr__(self, name):
+            return getattr(tokenizer, name)
+
+        def __call__(self, texts, **kw):
+            raise AssertionError(f"tokenized {texts[:1]}")
+
+    monkeypatch.setattr(warmstart, "join", recording_join)
+    torch.manual_seed(0)
+    model = Realm(cfg, len(tokenizer))
+    c = cfg.replace(reader_warmup_steps=2, batch_size=4, reader_warmup_z="none", log_every=1)
+    hist = warmstart.train_reader_warmup(model, pool, blocks, NoTexts(), c, "cpu", log=lambda s: None)
+    assert len(hist) == 2 and joined
+    assert all(z == [] for _, zs in joined for z in zs) and sum(len(xs) for xs, _ in joined) == 2 * 4
 
 
 @pytest.mark.parametrize("decay", [False, True])
