@@ -295,6 +295,26 @@ def _predict_closed_book(qa: QASystem, batch) -> list[dict]:
     return rows
 
 
+@torch.no_grad()
+def answer_recall(qa: QASystem, examples, k: int = 5, batch_size: int = 64) -> float:
+    """Top-k answer recall: the fraction of questions with an answer-bearing block among the k retrieved, nothing
+    read; zero-shot before fine-tuning, as the paper's Table 2 reports it (bench/ablation.py). Notebook 07."""
+    if qa.name == "closed-book":
+        raise ValueError("closed-book retrieves nothing: it has no answer recall")
+    if not examples:
+        raise ValueError("no questions to measure answer recall on")
+    was_training = qa.model.training
+    qa.model.eval()
+    hits = 0
+    for i in range(0, len(examples), batch_size):
+        batch = examples[i:i + batch_size]
+        top, _ = retrieve(qa, [ex.question for ex in batch], k)  # (B, k)
+        hits += sum(any(contains_answer(qa.blocks[j].text, ex.answers, ex.regex) for j in row)
+                    for ex, row in zip(batch, top.tolist()))
+    qa.model.train(was_training)
+    return hits / len(examples)
+
+
 def evaluate_qa(qa: QASystem, examples) -> tuple[dict, list[dict]]:
     """(metrics, prediction rows): EM and top-1/top-5 retrieval accuracy over `examples`."""
     rows = predict(qa, examples)

@@ -127,6 +127,27 @@ def test_each_system_trains_predicts_and_reloads(run, tmp_path, system):
     assert evaluate_qa(reloaded, test)[0] == metrics
 
 
+@pytest.mark.parametrize("system", ["realm", "bm25"])
+def test_answer_recall_is_the_top5_of_prediction_without_reading(run, system):
+    from realm_lite.qa import answer_recall, evaluate_qa
+
+    qa = system_from_run(run, system, QA_TINY, log=lambda s: None)
+    test = load_qa("world", "test", world=qa.world)[:20]
+    assert answer_recall(qa, test, k=5, batch_size=7) == pytest.approx(evaluate_qa(qa, test)[0]["top5"], abs=1e-4)
+    assert answer_recall(qa, [QAExample(ex.id, ex.question, ["qqqxqqq zzzyzzz"]) for ex in test]) == 0.0
+    assert answer_recall(qa, test, k=len(qa.blocks)) == 1.0  # every question's answer is in some block
+    with pytest.raises(ValueError, match="no questions"):
+        answer_recall(qa, [])
+
+
+def test_closed_book_has_no_answer_recall(run):
+    from realm_lite.qa import answer_recall
+
+    qa = system_from_run(run, "closed-book", QA_TINY, log=lambda s: None)
+    with pytest.raises(ValueError, match="retrieves nothing"):
+        answer_recall(qa, load_qa("world", "test", world=qa.world)[:2])
+
+
 @pytest.mark.slow
 def test_knowledge_update_reembeds_only_the_changed_blocks(run, monkeypatch):
     qa = system_from_run(run, "realm", QA_TINY, log=lambda s: None)
