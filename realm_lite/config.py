@@ -97,7 +97,7 @@ class Config:
     weight_decay: float = 0.01
     warmup_steps: int = 10  # linear warm-up, then linear decay to 0
     clip_norm: float = 1.0
-    autocast: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU | bf16 | off
+    autocast: str = "auto"  # auto: bf16 on CUDA GPUs that have it, fp16 + loss scaling on others, fp32 on CPU | bf16 | fp16 | off
     checkpoint_every: int = 100  # steps between checkpoints (one is always written at the end)
     eval_queries: int = 200  # held-out masked sentences evaluated (0 = all of them)
     recall_k: int = 5  # gold-document recall@k reported
@@ -197,7 +197,7 @@ CHOICES = {
     "index": ("exact", "flat", "ivf", "hnsw"),
     "refresh_mode": ("async", "sync"),
     "warm_start": ("ict", "salient", "none"),
-    "autocast": ("auto", "bf16", "off"),
+    "autocast": ("auto", "bf16", "fp16", "off"),
     "embed_bf16": ("auto", "on", "off"),
     "reader_warmup_z": ("own", "salient", "mixed", "own-then-mixed", "none"),
 }

@@ -65,10 +65,21 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def amp_dtype(cfg, device) -> torch.dtype | None:
+    """The REALM stage's and evaluation's autocast dtype. cfg.autocast "auto": bf16 on a CUDA GPU that has it (A100,
+    H100), fp16 on one that does not (V100, T4; the REALM loop then scales its loss), none on a CPU; "bf16", "fp16"
+    and "off" as named."""
+    if cfg.autocast == "auto":
+        if torch.device(device).type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[cfg.autocast]
+
+
 def autocast(cfg, device: torch.device):
-    """bf16 autocast on CUDA (cfg.autocast="auto"), or wherever cfg.autocast="bf16"."""
-    on = cfg.autocast == "bf16" or (cfg.autocast == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16) if on else contextlib.nullcontext()
+    """torch.autocast with `amp_dtype(cfg, device)`, or nothing when that is None."""
+    dtype = amp_dtype(cfg, device)
+    return torch.autocast(torch.device(device).type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
 # ---- evaluation ---------------------------------------------------------------------------------
@@ -247,7 +258,8 @@ def train_realm(model: Realm, pool: QueryPool, blocks, inputs: BlockInputs, toke
 
     loop = Loop("realm", cfg.realm_steps, params, cfg, weight_decay=cfg.weight_decay, warmup=cfg.warmup_steps,
                 clip=cfg.clip_norm, rng=random.Random(cfg.seed), device=device, log=log, desc="REALM",
-                summarize=_summarize, checkpoints=Checkpoints(run_dir, save, resume=ck, stop_after=stop_after))
+                summarize=_summarize, checkpoints=Checkpoints(run_dir, save, resume=ck, stop_after=stop_after),
+                scale_loss=amp_dtype(cfg, device) == torch.float16)  # fp16 gradients underflow unscaled
     if ck is None:
         refresher.request(model.retriever.embed_doc, 0)
     model.train()
@@ -263,7 +275,7 @@ def train_realm(model: Realm, pool: QueryPool, blocks, inputs: BlockInputs, toke
             with autocast(cfg, device):
                 out = realm_loss(model, queries, refresher.index, inputs, cfg.k, device)
             loop.opt.zero_grad(set_to_none=True)
-            out["loss"].backward()
+            loop.backward(out["loss"])
             loop.step()
             loop.record(**scalars(out), staleness=refresher.staleness(done))
     return loop.history

@@ -101,13 +101,17 @@ def encode_blocks(titles: list[str], texts: list[str], tokenizer, max_len: int, 
 
 
 def embed_in_bf16(cfg, device) -> bool:
-    """Whether to embed the corpus under bf16 autocast (cfg.embed_bf16; "auto": on CUDA and on AVX-512 CPUs).
+    """Whether to embed the corpus under bf16 autocast (cfg.embed_bf16; "auto": on a CUDA GPU that has bf16, not
+    on a V100 or T4, and on AVX-512 CPUs).
 
     Measured (docs/results.md): on an AVX-512 CPU bf16 embeds 2-3x faster; on an AVX2-only CPU, which
     has no bf16 arithmetic, 4.6x slower."""
     if cfg.embed_bf16 != "auto":
         return cfg.embed_bf16 == "on"
-    return torch.device(device).type != "cpu" or torch.backends.cpu.get_cpu_capability() == "AVX512"
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type != "cpu" or torch.backends.cpu.get_cpu_capability() == "AVX512"
 
 
 @torch.no_grad()

@@ -152,12 +152,14 @@ def warm_schedule(cfg, steps: int) -> int | None:
 
 class Loop:
     """`for step in Loop(...)`: AdamW over `params` (param groups may set their own lr), an optional linear
-    warm-up/decay schedule (`warmup` steps), gradient clipping at `clip`; log rows every cfg.log_every steps."""
+    warm-up/decay schedule (`warmup` steps), gradient clipping at `clip`; log rows every cfg.log_every steps.
+    With `scale_loss` (fp16 autocast), `backward` scales the loss and `step` unscales, skipping a step whose
+    gradients overflowed (torch.amp.GradScaler)."""
 
     def __init__(self, stage: str, total: int, params, cfg, *, lr: float | None = None, weight_decay: float = 0.01,
                  warmup: int | None = None, clip: float = 1.0, rng: random.Random | None = None, device="cpu",
                  log=print, desc: str | None = None, summarize: Callable[[list], dict] = mean_row,
-                 checkpoints: Checkpoints | None = None):
+                 checkpoints: Checkpoints | None = None, scale_loss: bool = False):
         from transformers import get_linear_schedule_with_warmup
 
         self.stage, self.total, self.cfg, self.clip, self.device, self.log = stage, total, cfg, clip, device, log
@@ -168,6 +170,7 @@ class Loop:
         self.opt = torch.optim.AdamW(params, weight_decay=weight_decay, fused=True, **({} if lr is None else {"lr": lr}))
         self.sched = None if warmup is None else get_linear_schedule_with_warmup(self.opt, warmup, total)
         self.params = [p for g in self.opt.param_groups for p in g["params"]]
+        self.scaler = torch.amp.GradScaler(torch.device(device).type) if scale_loss else None
         self.done, self.history, self.window, self.seconds_before = 0, [], [], 0.0
         if checkpoints is not None and checkpoints.resume is not None:
             self.restore(checkpoints.resume)
@@ -194,10 +197,20 @@ class Loop:
         finally:
             progress.close()
 
+    def backward(self, loss: torch.Tensor) -> None:
+        """loss.backward(), the loss scaled first when the loop scales it."""
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
     def step(self) -> None:
         """Clip the gradient norm, take the optimizer step, advance the schedule."""
+        if self.scaler is not None:
+            self.scaler.unscale_(self.opt)  # clip the true gradients
         torch.nn.utils.clip_grad_norm_(self.params, self.clip)
-        self.opt.step()
+        if self.scaler is not None:
+            self.scaler.step(self.opt)  # skipped when a gradient is inf or NaN
+            self.scaler.update()
+        else:
+            self.opt.step()
         if self.sched is not None:
             self.sched.step()
 
@@ -225,7 +238,8 @@ class Loop:
         """Everything but the weights that a resumed loop needs to continue exactly."""
         return {"stage": self.stage, "step": self.done, "history": self.history, "window": self.window,
                 "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict() if self.sched else None,
-                "rng": self.rng.getstate(), **rng_states(self.device), "seconds": self.seconds}
+                "rng": self.rng.getstate(), **rng_states(self.device), "seconds": self.seconds,
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None}
 
     def restore(self, ck: dict) -> None:
         """Continue from `state()` as saved in a checkpoint (the caller has loaded the weights)."""
@@ -234,6 +248,8 @@ class Loop:
             self.sched.load_state_dict(ck["scheduler"])
         self.rng.setstate(ck["rng"])
         restore_rng(ck, self.device)
+        if self.scaler is not None and ck.get("scaler"):
+            self.scaler.load_state_dict(ck["scaler"])
         self.done, self.history, self.window = ck["step"], ck["history"], ck.get("window", [])
         self.seconds_before = ck.get("seconds", 0.0)
         if self.checkpoints is not None:

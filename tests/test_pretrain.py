@@ -121,6 +121,54 @@ def test_a_module_with_lr_0_gets_no_gradient_and_is_given_back_trainable(frozen,
                     tmp_path / "none", torch.device("cpu"), log=lambda s: None)
 
 
+@pytest.mark.parametrize("setting, cuda_bf16, expected", [
+    ("auto", True, torch.bfloat16), ("auto", False, torch.float16), ("bf16", False, torch.bfloat16),
+    ("fp16", True, torch.float16), ("off", True, None)])
+def test_the_autocast_dtype_follows_what_the_gpu_has(cfg, monkeypatch, setting, cuda_bf16, expected):
+    from realm_lite.pretrain import amp_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda_bf16)
+    assert amp_dtype(cfg.replace(autocast=setting), torch.device("cuda")) == expected
+    assert amp_dtype(cfg.replace(autocast="auto"), "cpu") is None  # a CPU trains in fp32 unless asked
+
+
+@pytest.mark.slow
+def test_fp16_autocast_scales_the_loss_and_checkpoints_the_scale(blocks, pool, tokenizer, cfg, tmp_path):
+    """autocast=fp16 (a GPU without bf16): the REALM loop scales the loss (GradScaler), still learns, and writes the
+    scale into its checkpoint; without fp16 there is no scale."""
+    c = cfg.replace(**TINY, autocast="fp16", retriever_lr=1e-3)
+    torch.manual_seed(0)
+    model, inputs = Realm(c, len(tokenizer)), BlockInputs(blocks, tokenizer, c.block_len)
+    before = {n: p.detach().clone() for n, p in model.retriever.named_parameters()}
+    history = train_realm(model, pool, blocks, inputs, tokenizer, c, tmp_path / "run", torch.device("cpu"),
+                          log=lambda s: None)
+    assert all(math.isfinite(row["loss"]) for row in history)
+    assert any(not torch.equal(p, before[n]) for n, p in model.retriever.named_parameters())
+    ck = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert ck["scaler"]["scale"] > 0 and ck["step"] == c.realm_steps
+    plain = cfg.replace(**TINY, autocast="off")
+    train_realm(Realm(plain, len(tokenizer)), pool, blocks, inputs, tokenizer, plain, tmp_path / "fp32",
+                torch.device("cpu"), log=lambda s: None)
+    assert torch.load(tmp_path / "fp32" / "checkpoint.pt", weights_only=False)["scaler"] is None
+
+
+def test_a_resumed_loop_takes_up_the_loss_scale(cfg):
+    from realm_lite.training import Loop
+
+    w = torch.nn.Parameter(torch.ones(3))
+    loop = Loop("realm", 4, [w], cfg, device="cpu", log=lambda s: None, scale_loss=True)
+    for _ in loop:
+        loop.opt.zero_grad()
+        loop.backward((w * float("inf")).sum() if loop.done == 0 else w.sum())  # the first step overflows: skipped
+        loop.step()
+        loop.record(loss=0.0)
+    state = loop.state()
+    assert state["scaler"]["scale"] < 2.0 ** 16  # backed off after the overflow
+    again = Loop("realm", 4, [w], cfg, device="cpu", log=lambda s: None, scale_loss=True)
+    again.restore(state)
+    assert again.scaler.get_scale() == state["scaler"]["scale"]
+
+
 def test_freeze_untrained_freezes_lr_0_modules_in_eval_mode_and_restores_them(cfg, tokenizer):
     model = Realm(cfg, len(tokenizer))
     model.train()

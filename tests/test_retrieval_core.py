@@ -69,7 +69,9 @@ def test_embed_in_bf16_auto_follows_the_device_and_the_cpu(cfg, monkeypatch):
     for cap, fast in (("AVX512", True), ("AVX2", False), ("DEFAULT", False)):
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda cap=cap: cap)
         assert embed_in_bf16(cfg.replace(embed_bf16="auto"), "cpu") is fast
-        assert embed_in_bf16(cfg.replace(embed_bf16="auto"), "cuda") is True
+        for gpu_has_bf16 in (True, False):  # an A100 or H100; a V100 or T4
+            monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, v=gpu_has_bf16, **k: v)
+            assert embed_in_bf16(cfg.replace(embed_bf16="auto"), "cuda") is gpu_has_bf16
         assert embed_in_bf16(cfg.replace(embed_bf16="on"), "cpu") is True
         assert embed_in_bf16(cfg.replace(embed_bf16="off"), torch.device("cuda")) is False
 
