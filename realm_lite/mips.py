@@ -4,6 +4,8 @@ REALM needs the top k documents by f(x, z) over the whole corpus at every step. 
 are precomputed (and so go stale while the doc tower trains: see realm_lite.refresh); search is
 exact (a matmul and top-k, chunked) or approximate with FAISS. An approximate index can find fewer than k
 blocks for a query (FAISS then pads with id -1); such rows are completed by exact search, so no id is ever -1.
+faiss-gpu's flat and IVF indexes return at most 2,048 neighbours; a search for more (the `full` preset's QA
+retrieves 5,000) is exact, in torch, on the index's device.
 
     index = MipsIndex(embeddings, backend="exact", version="step-500")
     scores, ids = index.search(queries, k=7, exclude=source_ids)     # (B, k), (B, k)
@@ -21,6 +23,7 @@ import torch
 from realm_lite.io import atomic_write_bytes
 
 BACKENDS = ("exact", "flat", "ivf", "hnsw")
+GPU_MAX_K = 2048  # faiss-gpu's limit on k for flat and IVF indexes
 
 
 @functools.cache
@@ -74,6 +77,7 @@ class MipsIndex:
             raise ValueError(f"an index needs a non-empty (N, D) matrix, got shape {tuple(embeddings.shape)}")
         self.embeddings = embeddings.detach().float()  # (N, D)
         self.backend, self.version, self.chunk = backend, version, chunk
+        self.max_k = None  # the most neighbours the FAISS index returns; more are searched exactly
         self._faiss_index = self._build_faiss(nprobe) if backend != "exact" else None
 
     def __len__(self) -> int:
@@ -100,6 +104,7 @@ class MipsIndex:
         if self.embeddings.is_cuda and hasattr(faiss, "StandardGpuResources") and self.backend != "hnsw":
             self._gpu_res = faiss.StandardGpuResources()
             index = faiss.index_cpu_to_gpu(self._gpu_res, self.embeddings.device.index or 0, index)
+            self.max_k = GPU_MAX_K
         index.add(x)
         return index
 
@@ -114,8 +119,8 @@ class MipsIndex:
         if k > len(self) - n_excluded:
             raise ValueError(f"k={k} exceeds the {len(self) - n_excluded} blocks left after exclusion")
         q = queries.detach().float().to(self.embeddings.device)
-        if self._faiss_index is None:
-            return self._search_exact(q, k, excl)
+        if self._faiss_index is None or (self.max_k is not None and k + n_excluded > self.max_k):
+            return self._search_exact(q, k, excl)  # exact: also for more neighbours than a GPU index returns
         return self._search_faiss(q, k, excl)
 
     def _search_exact(self, q, k, excl):

@@ -210,6 +210,27 @@ def test_ivf_rows_with_fewer_than_k_results_are_completed_by_exact_search():
             assert not (i == excl.unsqueeze(1)).any()
 
 
+def test_more_neighbours_than_a_gpu_index_returns_are_searched_exactly(monkeypatch):
+    """faiss-gpu's flat and IVF indexes return at most 2,048 neighbours (GPU_MAX_K): a larger k + exclusions goes to
+    the exact search; up to the limit, FAISS answers. Here a CPU index stands for a GPU one with a limit of 8."""
+    emb, q = _clustered(), _clustered(4, seed=1)
+    ivf = MipsIndex(emb, "ivf", nprobe=1)
+    assert ivf.max_k is None  # a CPU index has no limit
+    ivf.max_k = 8
+    faiss_search, asked = ivf._faiss_index.search, []
+
+    def search(x, k):
+        asked.append(k)
+        return faiss_search(x, k)
+
+    monkeypatch.setattr(ivf._faiss_index, "search", search)
+    es, ei = MipsIndex(emb, "exact").search(q, 20, exclude=torch.arange(4))
+    s, i = ivf.search(q, 20, exclude=torch.arange(4))
+    assert torch.equal(i, ei) and torch.allclose(s, es)
+    ivf.search(q, 7, exclude=torch.arange(4))  # 7 + 1 excluded: within the limit
+    assert asked == [8]  # only the second search reached FAISS
+
+
 def test_faiss_blas_threshold_is_set_once():
     import faiss
 
