@@ -179,21 +179,22 @@ def qa_loss(qa: QASystem, batch) -> dict:
     questions = [ex.question for ex in batch]
     top, scores = retrieve(qa, questions, qa.cfg.qa_retrieve)  # (B, C)
     b, k = len(batch), min(qa.cfg.qa_read, top.shape[1])
-    has = torch.tensor([[contains_answer(qa.blocks[j].text, ex.answers, ex.regex) for j in row]
-                        for ex, row in zip(batch, top.tolist())], device=qa.device)  # (B, C)
+    has_host = torch.tensor([[contains_answer(qa.blocks[j].text, ex.answers, ex.regex) for j in row]
+                             for ex, row in zip(batch, top.tolist())])  # (B, C), found on the host
+    has = has_host.to(qa.device, non_blocking=True)
     retr = torch.zeros((), device=qa.device)
-    if scores is not None and has.any():
+    if scores is not None and has_host.any():  # masks, not boolean indexing: no wait for the GPU below
         log_p = F.log_softmax(scores, -1).masked_fill(~has, LEFT_OUT).logsumexp(-1)  # (B,)
-        retr = -log_p[has.any(-1)].sum() / b
+        retr = -torch.where(has.any(-1), log_p, 0.0).sum() / b
     inp = qa.inputs.batch(questions, top[:, :k].tolist(), qa.device, answers=[(ex.answers, ex.regex) for ex in batch])
     span_scores = qa.model.reader(inp["input_ids"], inp["attention_mask"], inp["token_type_ids"], inp["span_ok"])
     log_p_s = span_log_probs(span_scores).view(b, k, -1)  # (B, K, L*S)
     hit = inp["answer_spans"].view(b, k, -1)  # (B, K, L*S)
     found = hit.flatten(1).any(-1)  # (B,)
     ll = reader_log_likelihood(_log_p_z(scores, b, k, qa.device), log_p_s, hit)  # (B,)
-    read = -ll[found].sum() / b
-    return {"loss": retr + read, "retriever_loss": retr.item(), "reader_loss": read.item(),
-            "answer_in_c": has.any(-1).float().mean().item(), "answer_read": found.float().mean().item()}
+    read = -torch.where(found, ll, 0.0).sum() / b
+    return {"loss": retr + read, "retriever_loss": retr.detach(), "reader_loss": read.detach(),
+            "answer_in_c": has.any(-1).float().mean(), "answer_read": found.float().mean()}
 
 
 def _closed_book_inputs(qa: QASystem, questions: list[str], lengths: list[int], device) -> tuple:
@@ -217,7 +218,7 @@ def closed_book_loss(qa: QASystem, batch) -> dict:
     pos, tgt = pad_targets(positions, targets, device=qa.device)
     logp = qa.model.mlm.token_log_probs(**enc, masked_positions=pos)  # (B, M, V)
     loss = -sequence_log_prob(logp, tgt).mean()
-    return {"loss": loss, "reader_loss": loss.item()}
+    return {"loss": loss, "reader_loss": loss.detach()}
 
 
 # ---- prediction ---------------------------------------------------------------------------------------

@@ -114,10 +114,10 @@ def realm_loss(model: Realm, queries: list[Query], index, inputs: BlockInputs, k
         log_p_z = F.log_softmax(scores, -1)[:, :, None, None]  # (B, K, 1, 1)
         pred = torch.logsumexp(log_p_z + tok_logp, dim=1).argmax(-1)  # (B, M)
         valid = tgt[:, 0] != -100
-        token_acc = ((pred == tgt[:, 0]) & valid).sum().item() / max(1, valid.sum().item())
+        token_acc = ((pred == tgt[:, 0]) & valid).sum() / valid.sum().clamp(min=1)  # a tensor: no host sync
         gold = [(q.gold is not None, bool(q.gold and set(row) & q.gold)) for q, row in zip(queries, top.tolist())]
-        ru = top_retrieval_utility(scores, log_p_y_zx).mean().item()  # RU(z_1), z_1 = argmax f(x, z)
-        gain = marginal_gain(scores, log_p_y_zx).mean().item()  # log p(y|x) - log p(y|∅,x)
+        ru = top_retrieval_utility(scores, log_p_y_zx).mean()  # RU(z_1), z_1 = argmax f(x, z)
+        gain = marginal_gain(scores, log_p_y_zx).mean()  # log p(y|x) - log p(y|∅,x)
     return {"loss": -log_p_y.mean(), "token_acc": token_acc, "ru": ru, "gain": gain,
             "gold_hits": sum(h for known, h in gold if known), "gold_known": sum(known for known, _ in gold),
             "top": top, "scores": scores.detach()}

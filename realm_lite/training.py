@@ -9,7 +9,10 @@ The warm starts (ICT, salient, reader warm-up), REALM and QA fine-tuning each re
         loop.opt.zero_grad(set_to_none=True)
         loss.backward()
         loop.step()                          # clip the gradient norm, AdamW step, schedule step
-        loop.record(loss=loss.item(), ...)   # averaged over cfg.log_every steps: a log line, a row of log.jsonl
+        loop.record(loss=loss.detach(), ...) # averaged over cfg.log_every steps: a log line, a row of log.jsonl
+
+`record` takes numbers or 0-dim tensors; tensors are read on the host only when a line is logged, so a step on a
+GPU does not wait for its own numbers.
 
 A checkpoint holds the optimizer, the schedule, the loop's `random.Random`, torch's and CUDA's random
 states, the step and the log so far: all plain tensors, numbers, strings, tuples, lists and dicts, so
@@ -140,9 +143,15 @@ def mean_row(window: list[dict]) -> dict:
 
 
 def scalars(out: dict) -> dict:
-    """The numbers of a loss function's output (0-dim tensors as floats); other tensors left out."""
-    return {k: v.item() if torch.is_tensor(v) else v for k, v in out.items()
+    """The numbers of a loss function's output (0-dim tensors detached, left on their device); other tensors left
+    out."""
+    return {k: v.detach() if torch.is_tensor(v) else v for k, v in out.items()
             if (torch.is_tensor(v) and v.dim() == 0) or isinstance(v, (int, float))}
+
+
+def on_host(row: dict) -> dict:
+    """A recorded row with its 0-dim tensors read as Python numbers (a host sync on a GPU)."""
+    return {k: v.item() if torch.is_tensor(v) else v for k, v in row.items()}
 
 
 def warm_schedule(cfg, steps: int) -> int | None:
@@ -224,7 +233,8 @@ class Loop:
         return round(self.seconds_before + time.time() - getattr(self, "t0", time.time()), 1)
 
     def _log_row(self, steps_per_s: float, progress: Progress) -> None:
-        row = {"step": self.done, **self.summarize(self.window), "steps_per_s": round(steps_per_s, 2),
+        row = {"step": self.done, **self.summarize([on_host(w) for w in self.window]),
+               "steps_per_s": round(steps_per_s, 2),
                "seconds": self.seconds}
         self.history.append(row)
         self.window = []
@@ -236,7 +246,8 @@ class Loop:
 
     def state(self) -> dict:
         """Everything but the weights that a resumed loop needs to continue exactly."""
-        return {"stage": self.stage, "step": self.done, "history": self.history, "window": self.window,
+        return {"stage": self.stage, "step": self.done, "history": self.history,
+                "window": [on_host(w) for w in self.window],
                 "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict() if self.sched else None,
                 "rng": self.rng.getstate(), **rng_states(self.device), "seconds": self.seconds,
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None}
