@@ -8,13 +8,23 @@ from __future__ import annotations
 import torch
 
 
+def to_device(t: torch.Tensor, device=None) -> torch.Tensor:
+    """A host tensor on `device`; to a CUDA device from pinned memory, without waiting for the copy."""
+    if device is None:
+        return t
+    device = torch.device(device)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def pad(rows: list[list[int]], value: int, device=None) -> torch.Tensor:
     """Lists of ints as one (N, L) LongTensor, each row right-padded with `value` to the longest."""
     width = max((len(r) for r in rows), default=0)
     out = torch.full((len(rows), width), value, dtype=torch.long)
     for i, r in enumerate(rows):
         out[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-    return out.to(device)
+    return to_device(out, device)
 
 
 def encoder_inputs(rows: list[list[int]], pad_id: int, types: list[list[int]] | None = None, device=None) -> dict:
