@@ -380,13 +380,18 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default="runs/ablation", help="where the per-seed run directories go")
     ap.add_argument("--out", default=None, help="results JSON (default bench/results/ablation-<preset>.json)")
     ap.add_argument("--plot", default=None, help="the plot (default: the results JSON's path with .png)")
-    ap.add_argument("--markdown", action="store_true", help="only print the table of --out in Markdown, run nothing")
+    ap.add_argument("--markdown", action="store_true",
+                    help="only print the table of --out in Markdown and draw its plot, run nothing")
     args = ap.parse_args(argv)
 
     out_json = Path(args.out) if args.out else RESULTS / f"ablation-{args.preset}.json"
     results = json.loads(out_json.read_text()) if out_json.exists() else {}
-    if args.markdown:
-        print(markdown(results["summary"]) if results.get("summary") else f"no results in {out_json}")
+    if args.markdown:  # the docs table and the plot of a results file
+        if not results.get("summary"):
+            print(f"no results in {out_json}", file=sys.stderr)
+            return 2
+        print(markdown(results["summary"]))
+        plot(results["summary"], Path(args.plot) if args.plot else out_json.with_suffix(".png"))
         return 0
     if args.stale_factor < 2:
         ap.error(f"--stale-factor {args.stale_factor}: at least 2 (a staler index than realm's)")
