@@ -100,7 +100,9 @@ def test_a_second_call_runs_nothing_and_prints_the_table(done, monkeypatch, caps
     assert ablation.main(argv) == 0
     assert json.loads((d / "ablation.json").read_text())["seeds"] == results["seeds"]
     assert "closed-book" in capsys.readouterr().out and (d / "ablation.png").stat().st_size > 0
+    (d / "ablation.png").unlink()
     assert ablation.main(["--markdown", "--out", str(d / "ablation.json")]) == 0
+    assert (d / "ablation.png").stat().st_size > 0  # drawn again from the file
     md = capsys.readouterr().out.strip().splitlines()
     assert len(md) == 2 + len(ablation.ROWS) and len({line.count("|") for line in md}) == 1
     assert md[2].startswith("| realm | REALM: 38.2 / 38.5 | 1 |")
@@ -144,3 +146,17 @@ def test_the_recipe_hash_covers_pre_training_and_fine_tuning_but_not_the_seed():
     d = ablation.recipe_digest
     assert d(get_config("cpu", seed=3)) == d(get_config("cpu"))
     assert d(get_config("cpu", qa_steps=1)) != d(get_config("cpu")) != d(get_config("cpu", realm_steps=1))
+
+
+def test_markdown_of_a_missing_results_file_is_an_error(tmp_path, capsys):
+    assert ablation.main(["--markdown", "--out", str(tmp_path / "none.json")]) == 2
+    assert "no results in" in capsys.readouterr().err
+
+
+def test_the_docs_table_is_the_committed_results_file():
+    """docs/results.md's ablation table is `python bench/ablation.py --markdown` of bench/results/ablation-cpu.json."""
+    root = Path(__file__).parents[1]
+    results = json.loads((root / "bench" / "results" / "ablation-cpu.json").read_text())
+    docs = (root / "docs" / "results.md").read_text()
+    assert ablation.markdown(ablation.summarize(results)) in docs
+    assert results["summary"] == ablation.summarize(results)  # the file's summary is its seeds'
