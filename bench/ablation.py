@@ -261,10 +261,8 @@ def _diff(base, cfg) -> dict:
 def run_row(seed: Seed, row: Row, stale_factor: int) -> dict:
     pre = seed.pretrain_row(row, stale_factor)
     qa = seed.qa_row(row)
-    result = {**qa, **({k: pre["eval"][k] for k in PRETRAIN_KEYS if k in pre["eval"]} if pre["eval"] else {}),
-              "pretrain_seconds": pre["seconds"], "config": pre["config"],
-              "run": str(seed.dir / "rows" / row.name)}
-    return result
+    return {**qa, **{k: pre["eval"][k] for k in PRETRAIN_KEYS if k in (pre["eval"] or {})},
+            "pretrain_seconds": pre["seconds"], "config": pre["config"], "run": str(seed.dir / "rows" / row.name)}
 
 
 # ---- the table ------------------------------------------------------------------------------------------
@@ -283,8 +281,7 @@ def summarize(results: dict) -> dict:
         got = [s[name] for s in seeds.values() if name in s]
         if not got:
             continue
-        rows[name] = {m: _stats([g[m] for g in got]) for m in METRICS if any(m in g for g in got)
-                      and all(m in g for g in got)}
+        rows[name] = {m: _stats([g[m] for g in got]) for m in METRICS if all(m in g for g in got)}
         if name != "realm":
             both = [s for s in seeds.values() if name in s and "realm" in s]
             paired[name] = {m: _stats([s[name][m] - s["realm"][m] for s in both]) for m in METRICS
