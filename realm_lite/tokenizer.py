@@ -43,9 +43,12 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, out_dir: str | Path, 
     if not texts:
         raise ValueError("cannot train a tokenizer on an empty corpus")
     wp = BertWordPieceTokenizer(lowercase=lowercase, strip_accents=lowercase, clean_text=True)
+    # The trainer numbers the "##c" continuation characters in hash-map order, a different vocabulary on every
+    # call (huggingface/tokenizers#1794); naming them first, sorted, makes the same texts give the same ids.
+    chars = sorted({c for t in texts for c in wp.normalizer.normalize_str(t) if not c.isspace()})
     with stage(f"tokenizer: training a {vocab_size}-wordpiece vocabulary on {len(texts)} texts"):
-        wp.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS,
-                               show_progress=False)
+        wp.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2,
+                               special_tokens=SPECIAL_TOKENS + ["##" + c for c in chars], show_progress=False)
     vocab = wp.get_vocab()
     for w in sorted({w.lower() if lowercase else w for w in whole_words} - set(vocab)):
         vocab[w] = len(vocab)

@@ -202,7 +202,7 @@ def _log(run):
 def uninterrupted(cfg, tokenizer, tmp_path_factory):
     """(config, the run's directory, its metrics): the RESUME recipe run from start to end."""
     d = tmp_path_factory.mktemp("resume")
-    tokenizer.save_pretrained(str(d / "tok"))  # every run shares it: WordPiece training is not deterministic
+    tokenizer.save_pretrained(str(d / "tok"))  # every run shares it (and skips training one)
     c = cfg.replace(**RESUME, tokenizer=str(d / "tok"))
     return c, d / "full", pretrain("world", c, d / "full", log=lambda s: None)
 
