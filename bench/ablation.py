@@ -32,7 +32,10 @@ recipe, the same for every row (query-side, realm_lite.finetune), then scored by
 Results go to bench/results/ablation-<preset>.json after every row, and each row's runs (REALM checkpoints, QA
 runs) under --runs, so a killed run resumes row by row (a finished row is not run again). The table gives mean ±
 standard error over seeds and the paired difference row - realm per seed; `--markdown` prints it beside the
-paper's numbers, `--plot` draws it (bench/results/ablation-<preset>.png).
+paper's numbers, `--plot` draws it (bench/results/ablation-<preset>.png). When a seed's run directory is gone
+(another machine), the rows left are run from a warm start trained again, and from realm's parts trained again
+when rows left are made of them; "rebuilt" in the results says whether each evaluates as the recorded one did
+(the warm start is deterministic on one kind of CPU; REALM's asynchronous refresh is not).
 
 `--warm-from RUN` takes a finished `realm-lite pretrain` run of the same recipe as the (single) seed's warm start.
 """
@@ -119,6 +122,7 @@ class Seed:
             adopt_warm_start(warm_from, cfg, base)
         elif warm_from:
             log(f"{warm_path} exists: that warm start is used, not {warm_from}'s")
+        self.made_warm = not warm_path.exists()  # trained here, not read from an earlier call's run directory
         self.parts = setup_run("world", cfg, base, resume=warm_path.exists(), log=log)
         self.world = load_run(base)[3]
         if warm_path.exists():
@@ -265,6 +269,16 @@ def run_row(seed: Seed, row: Row, stale_factor: int) -> dict:
             "pretrain_seconds": pre["seconds"], "config": pre["config"], "run": str(seed.dir / "rows" / row.name)}
 
 
+def check_rebuilt(results: dict, seed: int, name: str, recorded: dict, now: dict) -> bool:
+    """Record a part remade after its run directory was lost, and whether its evaluation is the recorded one's."""
+    same = all(now.get(k) == v for k, v in recorded.items())
+    results.setdefault("rebuilt", {}).setdefault(str(seed), {})[name] = {
+        "recorded": recorded, "now": now, "matches_record": same}
+    print(f"seed {seed}: {name} remade ({'the same as' if same else 'NOT the same as'} the recorded rows' {name})",
+          flush=True)
+    return same
+
+
 # ---- the table ------------------------------------------------------------------------------------------
 def _stats(xs: list[float]) -> dict:
     n = len(xs)
@@ -408,7 +422,9 @@ def main(argv=None) -> int:
         print(f"the {args.preset} preset trains the reader during REALM: realm-reader-trained is realm itself, "
               "not run", flush=True)
     needs_realm = [r for r in args.rows if "realm" in (BY_NAME[r].retriever, BY_NAME[r].reader)]
-    order = ["realm"] * bool(needs_realm or "realm" in args.rows) + [r for r in args.rows if r != "realm"]
+    # realm first, then the rows made of its parts: they need its run directory, which a later call may not have
+    order = ["realm"] * bool(needs_realm or "realm" in args.rows) + needs_realm
+    order += [r for r in args.rows if r not in order]
     command = " ".join(["python bench/ablation.py"] + (argv if argv is not None else sys.argv[1:]))
     results.update(preset=args.preset, overrides=overrides, stale_factor=args.stale_factor, recipe=recipe)
     results["commands"] = results.get("commands", []) + [command] * (command not in results.get("commands", []))
@@ -425,12 +441,24 @@ def main(argv=None) -> int:
             continue
         cfg = get_config(args.preset, **{**overrides, "seed": s, "progress": False})
         seed = Seed(cfg, Path(args.runs) / f"{args.preset}-seed{s}-{_digest(cfg.to_dict())}", args.warm_from)
-        results.setdefault("warm", {})[str(s)] = {k: seed.warm_eval.get(k) for k in (*PRETRAIN_KEYS, "seconds")}
+        warm = {k: seed.warm_eval.get(k) for k in (*PRETRAIN_KEYS, "seconds")}
+        recorded = results.setdefault("warm", {}).get(str(s))
+        if done and recorded and seed.made_warm:  # the rows recorded so far came from an earlier warm start
+            check_rebuilt(results, s, "warm", {k: recorded[k] for k in PRETRAIN_KEYS if k in recorded},
+                          {k: warm[k] for k in PRETRAIN_KEYS if k in warm})
+        else:
+            results["warm"][str(s)] = warm
+        if "realm" in done and set(todo) & set(needs_realm) and not (seed.dir / "rows" / "realm"
+                                                                      / "pretrain.json").exists():
+            pre = seed.pretrain_row(BY_NAME["realm"], args.stale_factor)  # its parts, trained again
+            check_rebuilt(results, s, "realm", {k: done["realm"][k] for k in PRETRAIN_KEYS if k in done["realm"]},
+                          {k: pre["eval"][k] for k in PRETRAIN_KEYS if k in pre["eval"]})
         for name in todo:
             print(f"--- seed {s}: {name}", flush=True)
             t0 = time.time()
             done[name] = {**run_row(seed, BY_NAME[name], args.stale_factor), "seconds": round(time.time() - t0, 1),
                           "machine": machine(seed.parts.device)}
+            results["seeds"][str(s)] = done = {r.name: done[r.name] for r in ROWS if r.name in done}  # table order
             print(f"seed {s} {name}: " + "  ".join(f"{m} {done[name][m]}" for m in METRICS if m in done[name]),
                   flush=True)
             save()

@@ -108,6 +108,25 @@ def test_a_second_call_runs_nothing_and_prints_the_table(done, monkeypatch, caps
     assert md[2].startswith("| realm | REALM: 38.2 / 38.5 | 1 |")
 
 
+@pytest.mark.slow
+def test_rows_left_after_the_run_files_are_lost_remake_the_warm_start_and_realm(done, tmp_path):
+    d, argv, results = done
+    out = tmp_path / "ablation.json"
+    lost = {**results, "seeds": {"0": {n: r for n, r in results["seeds"]["0"].items() if n != "bm25"}}}
+    out.write_text(json.dumps(lost))  # bm25 not yet run, and no run directories (another machine)
+    argv = [*argv[:argv.index("--runs")], "--runs", str(tmp_path / "runs"), "--out", str(out)]
+    assert ablation.main(argv) == 0
+    again = json.loads(out.read_text())
+    assert list(again["seeds"]["0"]) == [r.name for r in ablation.ROWS]
+    assert {n: r for n, r in again["seeds"]["0"].items() if n != "bm25"} == lost["seeds"]["0"]
+    assert Path(again["seeds"]["0"]["bm25"]["run"]).is_relative_to(tmp_path / "runs")
+    rebuilt = again["rebuilt"]["0"]
+    assert set(rebuilt) == {"warm", "realm"}
+    # refresh_mode=sync: REALM, like the warm start, is deterministic here, so both evaluate as recorded
+    assert all(r["matches_record"] and r["now"] == r["recorded"] for r in rebuilt.values())
+    assert rebuilt["realm"]["recorded"]["recall@5"] == results["seeds"]["0"]["realm"]["recall@5"]
+
+
 def _row(em, recall):
     return {"em": em, "zero_shot_recall@5": recall, "recall@5": recall, "acc_retrieval": em / 2, "acc_null": 0.0}
 
