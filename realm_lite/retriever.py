@@ -22,10 +22,13 @@ def build_bert(cfg, n_layers: int, vocab_size: int, backbone: str | None = None,
     if backbone:
         name = resolve_checkpoint(backbone)
         try:
-            bert = BertModel.from_pretrained(name, add_pooling_layer=False, hidden_dropout_prob=cfg.dropout,
+            # with its pooler, which checkpoints carry (else transformers reports its weights as unexpected);
+            # a tower reads the hidden states, so the pooler is dropped once loaded
+            bert = BertModel.from_pretrained(name, hidden_dropout_prob=cfg.dropout,
                                              attention_probs_dropout_prob=cfg.dropout)
         except OSError as e:
             raise OSError(f"could not load backbone {backbone!r} from {name!r}: {e}") from None
+        bert.pooler = None
         if vocab_size > bert.config.vocab_size:  # the tokenizer would produce ids past the embedding table
             raise ValueError(f"backbone {backbone!r} has a vocabulary of {bert.config.vocab_size} wordpieces, the "
                              f"tokenizer {vocab_size}: use the backbone's own tokenizer (leave `tokenizer` empty)")

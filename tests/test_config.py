@@ -10,7 +10,7 @@ FIELDS = {f.name for f in dataclasses.fields(Config)}
 
 
 # ---- presets and keyword overrides -----------------------------------------------------------
-@pytest.mark.parametrize("name", ["quick", "cpu", "cpu-long", "cpu-paper", "full"])
+@pytest.mark.parametrize("name", ["quick", "cpu", "cpu-long", "cpu-paper", "full", "full-smoke"])
 def test_presets_exist_and_apply_their_values(name):
     cfg = get_config(name)
     assert cfg.preset == name
@@ -22,6 +22,17 @@ def test_presets_differ_in_scale():
     quick, cpu, full = get_config("quick"), get_config("cpu"), get_config("full")
     assert quick.world_entities < cpu.world_entities < full.world_entities
     assert full.block_len == 288  # the paper's block length
+
+
+def test_full_smoke_is_full_with_an_offline_checkpoint_and_a_few_steps():
+    full, smoke = get_config("full"), get_config("full-smoke")
+    steps = {"world_entities", "ict_steps", "ict_batch", "realm_steps", "batch_size", "warmup_steps", "refresh_every",
+             "checkpoint_every", "eval_queries", "log_every", "progress", "qa_retrieve", "qa_steps", "qa_batch",
+             "qa_warmup_steps"}
+    changed = {k for k, v in smoke.to_dict().items() if v != full.to_dict()[k]}
+    assert changed == steps | {"preset", "tokenizer", "backbone"}  # lengths, stages and learning rates are full's
+    assert (smoke.backbone, smoke.tokenizer) == ("minilm", "")  # MiniLM's own vocabulary
+    assert smoke.refresh_every < smoke.realm_steps and smoke.checkpoint_every < smoke.realm_steps
 
 
 def test_cpu_is_the_small_scale_recipe_and_cpu_paper_the_papers():
