@@ -1,7 +1,7 @@
-"""The notebooks run through papermill from any working directory: those that read project files from the repository
-root, one from an unrelated folder, each in quick mode; run folders go to the repository's runs/, never to the working directory."""
+"""The notebooks run through papermill from any working directory (one from an unrelated folder here, in quick mode;
+all of them from the repository root in tests/test_full_smoke.py); run folders go to the repository's runs/, never to
+the working directory."""
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -41,19 +41,7 @@ def test_notebooks_take_parameters_and_no_relative_paths():
                 assert relative not in cell.source, f"{path.name}: {relative} in a code cell; use realm_lite.paths"
 
 
-# 06, 07 and 08 read project files (bench/results, docs/images) through realm_lite.paths.project_file besides
-# writing runs/; one of them from the repository root checks that helper (nbval runs them all from notebooks/; each
-# of the three takes a minute or more).
-READERS = [ROOT / "notebooks" / "06_pretrain.ipynb"]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("notebook", READERS, ids=lambda p: p.stem)
-def test_notebook_from_the_repository_root(notebook, tmp_path, kernel_env):
-    run = ROOT / "runs" / f"{notebook.stem}_quick"
-    shutil.rmtree(run, ignore_errors=True)
-    execute(notebook, ROOT, tmp_path / notebook.name)
-    assert run.is_dir()
+# Every notebook also runs from the repository root, in full-smoke mode: tests/test_full_smoke.py.
 
 
 @pytest.mark.slow
