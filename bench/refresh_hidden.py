@@ -14,8 +14,9 @@ after `--warmup` untimed ones, requesting a refresh every `--refresh-every` step
 
   none   no refresh: the index built from the starting weights serves every step
   sync   IndexRefresher(mode="sync"): each request re-embeds every block inside the loop
-  async  IndexRefresher(mode="async"): each request snapshots Embed_doc and spawns one builder process with
-         `--builder-threads` torch threads (skipped while a builder runs); each step polls for a finished index
+  async  IndexRefresher(mode="async"): each request snapshots Embed_doc and hands it to the builder process
+         (started at the first request with the corpus tokenized once, kept alive; `--builder-threads` torch
+         threads); requests made while it builds are skipped; each step polls for a finished index
 
 async runs twice: the trainer with torch's default threads (all cores), and with one core fewer, left to the
 builder (when there is more than one); `none` is also timed at that thread count, for reference. Each row is one

@@ -3,10 +3,12 @@
 The MIPS index holds Embed_doc(z) for the whole corpus, but Embed_doc keeps training. REALM runs two
 jobs: the trainer, and an index builder that, every `refresh_every` steps, takes a snapshot of
 Embed_doc's parameters, re-embeds every block and hands the new index back; training goes on
-meanwhile with the stale one. Staleness = steps between the snapshot and each use of the index.
+meanwhile with the stale one. Staleness = steps between the snapshot and each use of the index. The builder is
+one process, started at the first asynchronous request with the corpus tokenized once, that stays alive between
+refreshes; one that dies is started again at the next request, and training goes on with the last good index.
 
     refresher = IndexRefresher(blocks, tokenizer, cfg, run_dir, mode="async")
-    refresher.request(doc_tower, step)        # snapshot now, build in a separate process
+    refresher.request(doc_tower, step)        # snapshot now, build in the builder process
     if refresher.poll(step): ...               # a finished index was swapped in
     refresher.index, refresher.staleness(step)
 """
@@ -24,7 +26,7 @@ import torch.multiprocessing as mp
 
 from realm_lite.io import atomic_write_bytes
 from realm_lite.mips import MipsIndex, fingerprint
-from realm_lite.retriever import embed_blocks, embed_in_bf16
+from realm_lite.retriever import embed_blocks, embed_ids, embed_in_bf16, tokenize_blocks
 
 
 def build_index(tower, blocks, tokenizer, cfg, device="cpu", version: str = "") -> MipsIndex:
@@ -34,18 +36,22 @@ def build_index(tower, blocks, tokenizer, cfg, device="cpu", version: str = "") 
     return MipsIndex(emb, cfg.index, version=version or fingerprint(tower))
 
 
-def _builder_main(snapshot_path: str, out_path: str, blocks, tokenizer, cfg, device: str, step: int, results):
-    """The builder process: load the snapshot, embed the corpus, write the index atomically, report."""
-    try:
-        torch.set_num_threads(max(1, cfg.builder_threads))
-        tower = torch.load(snapshot_path, map_location=device, weights_only=False)
-        t0 = time.time()
-        index = build_index(tower, blocks, tokenizer, cfg, device)
-        index.save(out_path)
-        results.put({"ok": True, "step": step, "path": out_path, "version": index.version,
-                     "seconds": round(time.time() - t0, 2)})
-    except BaseException:  # report anything, so the trainer can carry on with the last good index
-        results.put({"ok": False, "step": step, "error": traceback.format_exc(limit=3)})
+def _builder_main(ids, pad_id: int, cfg, device: str, tasks, results):
+    """The builder process: for each (snapshot, index path, step) task, load the snapshot, embed the pre-tokenized
+    corpus, write the index atomically and report; until a None task."""
+    torch.set_num_threads(max(1, cfg.builder_threads))
+    while (task := tasks.get()) is not None:
+        snapshot_path, out_path, step = task
+        try:
+            tower = torch.load(snapshot_path, map_location=device, weights_only=False)
+            t0 = time.time()
+            emb = embed_ids(tower, ids, pad_id, device=device, autocast=embed_in_bf16(cfg, device))  # (N, D)
+            index = MipsIndex(emb, cfg.index, version=fingerprint(tower))
+            index.save(out_path)
+            results.put({"ok": True, "step": step, "path": out_path, "version": index.version,
+                         "seconds": round(time.time() - t0, 2)})
+        except Exception:  # report it, so the trainer can carry on with the last good index
+            results.put({"ok": False, "step": step, "error": traceback.format_exc(limit=3)})
 
 
 class IndexRefresher:
@@ -60,17 +66,20 @@ class IndexRefresher:
         self.index: MipsIndex | None = None
         self.index_step = -1  # the step of the snapshot that built the current index
         self.refreshes, self.failures = 0, 0
-        self._proc, self._results = None, None
+        self._ids = None  # the corpus's wordpiece ids, tokenized once for the builder
+        self._proc, self._tasks, self._results = None, None, None  # the builder process and its queues
+        self._pending = None  # the step of the snapshot being built
 
     def staleness(self, step: int) -> int:
         return step - self.index_step
 
     @property
     def busy(self) -> bool:
-        return self._proc is not None
+        """A snapshot is being built."""
+        return self._pending is not None
 
     def request(self, doc_tower, step: int) -> None:
-        """Snapshot Embed_doc now; build at once (sync) or in a separate process (async, skipped if one runs)."""
+        """Snapshot Embed_doc now; build at once (sync) or in the builder process (async, skipped while it builds)."""
         if self.mode == "sync" or self.index is None:  # the first index is always built in place
             self._swap(build_index(doc_tower, self.blocks, self.tokenizer, self.cfg, self.device), step)
             return
@@ -81,14 +90,21 @@ class IndexRefresher:
         torch.save(snap, buf)
         snapshot_path = self.dir / "snapshot.pt"
         atomic_write_bytes(snapshot_path, buf.getvalue())
+        if self._proc is None:
+            self._start_builder()
+        self._tasks.put((str(snapshot_path), str(self.dir / f"index-{step}.pt"), step))
+        self._pending = step
+
+    def _start_builder(self) -> None:
+        """A builder process holding the tokenized corpus (spawned: safe with threads and CUDA)."""
+        if self._ids is None:
+            self._ids = tokenize_blocks(self.blocks, self.tokenizer, self.cfg.block_len)
         ctx = mp.get_context("spawn")
-        self._results = ctx.Queue()
-        out_path = str(self.dir / f"index-{step}.pt")
+        self._tasks, self._results = ctx.Queue(), ctx.Queue()
         self._proc = ctx.Process(target=_builder_main, daemon=True,
-                                 args=(str(snapshot_path), out_path, self.blocks, self.tokenizer, self.cfg,
-                                       str(self.device), step, self._results))
+                                 args=(self._ids, self.tokenizer.pad_token_id, self.cfg, str(self.device),
+                                       self._tasks, self._results))
         self._proc.start()
-        self._started = step
 
     def poll(self, step: int, wait: bool = False) -> bool:
         """Swap in a finished index; True if one was swapped in. A dead builder is logged, not fatal."""
@@ -97,8 +113,10 @@ class IndexRefresher:
         msg = self._receive(wait)
         if msg is None:
             return False
-        self._proc.join(timeout=5)
-        self._proc, self._results = None, None
+        self._pending = None
+        if not self._proc.is_alive():  # a new one is started at the next request
+            self._proc.join(timeout=5)
+            self._proc, self._tasks, self._results = None, None, None
         if not msg["ok"]:
             self.failures += 1
             self.log(f"step {step}: index builder for step {msg['step']} died ({msg['error'].strip().splitlines()[-1]}); "
@@ -119,7 +137,7 @@ class IndexRefresher:
                     try:  # it may have put its message just before exiting
                         return self._results.get(timeout=1.0)
                     except queue.Empty:
-                        return {"ok": False, "step": self._started,
+                        return {"ok": False, "step": self._pending,
                                 "error": f"builder process exited with code {self._proc.exitcode}"}
                 if not wait:
                     return None
@@ -135,11 +153,15 @@ class IndexRefresher:
         self.refreshes += 1
 
     def kill_builder(self) -> None:
-        """Terminate a running builder (used by tests and at shutdown)."""
+        """Kill the builder process, as a crash would (tests, notebook 05); `poll` then reports the lost build."""
         if self._proc is not None and self._proc.is_alive():
             self._proc.kill()
             self._proc.join(timeout=5)
 
     def close(self) -> None:
+        """Stop the builder: asked to finish, killed if it is still building."""
+        if self._proc is not None and self._proc.is_alive() and not self.busy:
+            self._tasks.put(None)
+            self._proc.join(timeout=5)
         self.kill_builder()
-        self._proc, self._results = None, None
+        self._proc, self._tasks, self._results, self._pending = None, None, None, None

@@ -117,23 +117,36 @@ def embed_in_bf16(cfg, device) -> bool:
     return device.type != "cpu" or torch.backends.cpu.get_cpu_capability() == "AVX512"
 
 
-@torch.no_grad()
+def tokenize_blocks(blocks, tokenizer, max_len: int) -> list[list[int]]:
+    """[CLS] title [SEP] body [SEP] wordpiece ids of every block z, truncated to `max_len`."""
+    if not blocks:
+        return []
+    return tokenizer([b.title for b in blocks], [b.text for b in blocks], truncation="only_second",
+                     max_length=max_len)["input_ids"]
+
+
 def embed_blocks(tower: Tower, blocks, tokenizer, max_len: int, batch_size: int = 256,
                  device="cpu", autocast: bool = True) -> torch.Tensor:
-    """Embed_doc(z) for every block, in batches of blocks of similar length, without gradients: (N, D) float32.
+    """Embed_doc(z) for every block, without gradients: (N, D) float32 (see `embed_ids`)."""
+    return embed_ids(tower, tokenize_blocks(blocks, tokenizer, max_len), tokenizer.pad_token_id, batch_size,
+                     device, autocast)
 
-    The blocks are tokenized once and sorted by length, so that a batch is padded only to its own longest block
-    (in the cpu world that halves the work: 53 wordpieces on average, 128 at most)."""
+
+@torch.no_grad()
+def embed_ids(tower: Tower, ids: list[list[int]], pad_id: int, batch_size: int = 256, device="cpu",
+              autocast: bool = True) -> torch.Tensor:
+    """Embed_doc(z) for pre-tokenized blocks, in batches of blocks of similar length: (N, D) float32.
+
+    Sorted by length, a batch is padded only to its own longest block (in the cpu world that halves the work:
+    53 wordpieces on average, 128 at most)."""
     was_training = tower.training
     tower.eval()
     device = torch.device(device)
-    ids = tokenizer([b.title for b in blocks], [b.text for b in blocks], truncation="only_second",
-                    max_length=max_len)["input_ids"] if blocks else []
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    out = torch.zeros(len(blocks), tower.proj.out_features, device=device)  # (N, D)
+    out = torch.zeros(len(ids), tower.proj.out_features, device=device)  # (N, D)
     for i in range(0, len(order), batch_size):
         rows = order[i:i + batch_size]
-        enc = encoder_inputs([ids[j] for j in rows], tokenizer.pad_token_id, device=device)
+        enc = encoder_inputs([ids[j] for j in rows], pad_id, device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             out[torch.tensor(rows, device=device)] = tower(**enc).float()
     tower.train(was_training)

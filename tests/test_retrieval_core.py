@@ -1,5 +1,6 @@
 """The retrieval core: retriever towers, ICT, MIPS index, marginal likelihood, index refresh."""
 import math
+import os
 import random
 
 import pytest
@@ -12,7 +13,8 @@ from realm_lite.marginal import (KnowledgeAugmentedEncoder, join_inputs, margina
 from realm_lite.masking import mask_salient_span, sentence_spans
 from realm_lite.mips import MipsIndex, fingerprint
 from realm_lite.refresh import IndexRefresher
-from realm_lite.retriever import Retriever, build_bert, embed_blocks, embed_in_bf16, encode_blocks, encode_queries
+from realm_lite.retriever import (Retriever, build_bert, embed_blocks, embed_in_bf16, encode_blocks, encode_queries,
+                                  tokenize_blocks)
 
 
 @pytest.fixture(scope="module")
@@ -410,8 +412,16 @@ def test_refresh_sync_async_and_dead_builder(blocks, tokenizer, cfg, retriever, 
     ref.request(retriever.embed_doc, 10)
     assert ref.busy and ref.index_step == 0
     assert ref.poll(12, wait=True) and ref.index_step == 10 and ref.staleness(12) == 2
+    builder = ref._proc.pid
+    assert builder != os.getpid() and ref._ids == tokenize_blocks(blocks, tokenizer, cfg.block_len)
     ref.request(retriever.embed_doc, 20)
+    assert ref._proc.pid == builder  # the same builder process, the corpus tokenized once
     ref.kill_builder()  # the builder dies mid-refresh
     assert not ref.poll(21, wait=True)
     assert ref.index_step == 10 and ref.failures == 1 and "continues on the index from step 10" in logs[-1]
+    ref.request(retriever.embed_doc, 30)  # a new builder
+    assert ref._proc.pid != builder and ref.poll(31, wait=True) and ref.index_step == 30
+    assert torch.allclose(ref.index.embeddings, direct, atol=1e-5)  # the same tower, the same embeddings
+    proc = ref._proc
     ref.close()
+    assert proc.exitcode == 0  # asked to stop between refreshes, it ends cleanly
