@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CONDA_TO_PIP = {"pytorch-gpu": "torch", "pytorch": "torch", "faiss-gpu": "faiss-cpu"}
-IGNORED = {"python", "pip"}
+IGNORED = {"python", "pip", "cuda-version"}  # conda-only: the CUDA of a GPU machine
 
 
 def _norm(name: str) -> str:
