@@ -200,7 +200,7 @@ class FlopCounter:
         """A hook for a Tower (BERT + projection) or the reader's BERT: one record per call."""
         bert = owner.bert
         h, layers = bert.config.hidden_size, bert.config.num_hidden_layers
-        proj = owner.proj.out_features if hasattr(owner, "proj") else 0
+        proj = getattr(owner.proj, "out_features", 0) if hasattr(owner, "proj") else 0
 
         def hook(module, args, kwargs):
             if not self.on:

@@ -64,7 +64,7 @@ class Config:
     heads: int = 2
     retriever_layers: int = 2  # Embed_input and Embed_doc
     reader_layers: int = 2  # the knowledge-augmented encoder
-    proj_dim: int = 128  # d: [CLS] state projected to d, f(x,z) = Embed_input(x)^T Embed_doc(z)
+    proj_dim: int = 128  # d: [CLS] state projected to d, f(x,z) = Embed_input(x)^T Embed_doc(z); 0: no projection
     pooling: str = "cls"  # cls (the paper) | mean
     dropout: float = 0.1  # hidden and attention dropout of every encoder (BERT's 0.1)
 
@@ -222,7 +222,7 @@ RANGES = {
     "heads": "[1, inf)",
     "retriever_layers": "[1, inf)",
     "reader_layers": "[1, inf)",
-    "proj_dim": "[1, inf)",
+    "proj_dim": "[0, inf)",
     "dropout": "[0, 1)",
     "ict_steps": "[0, inf)",
     "ict_batch": "[1, inf)",

@@ -44,14 +44,16 @@ def build_bert(cfg, n_layers: int, vocab_size: int, backbone: str | None = None,
 
 
 class Tower(nn.Module):
-    """Embed_input or Embed_doc: a BERT whose [CLS] (or mean) state is projected to d dimensions."""
+    """Embed_input or Embed_doc: a BERT whose [CLS] (or mean) state is projected to d dimensions (proj_dim = 0: the
+    state itself, d = H, as a pretrained sentence encoder was trained to compare them)."""
 
     def __init__(self, bert: BertModel, proj_dim: int, pooling: str = "cls"):
         super().__init__()
         if pooling not in ("cls", "mean"):
             raise ValueError(f"unknown pooling {pooling!r}; valid: cls, mean")
         self.bert, self.pooling = bert, pooling
-        self.proj = nn.Linear(bert.config.hidden_size, proj_dim, bias=False)
+        self.dim = proj_dim or bert.config.hidden_size  # d
+        self.proj = nn.Linear(bert.config.hidden_size, proj_dim, bias=False) if proj_dim else nn.Identity()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         h = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, H)
@@ -143,7 +145,7 @@ def embed_ids(tower: Tower, ids: list[list[int]], pad_id: int, batch_size: int =
     tower.eval()
     device = torch.device(device)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    out = torch.zeros(len(ids), tower.proj.out_features, device=device)  # (N, D)
+    out = torch.zeros(len(ids), tower.dim, device=device)  # (N, D)
     for i in range(0, len(order), batch_size):
         rows = order[i:i + batch_size]
         enc = encoder_inputs([ids[j] for j in rows], pad_id, device=device)

@@ -37,6 +37,19 @@ def test_towers_shapes_and_relevance(retriever, blocks, tokenizer, cfg):
     assert torch.allclose(retriever.relevance(q, z.unsqueeze(0).expand(2, 3, -1)), q @ z.T, atol=1e-6)
 
 
+def test_proj_dim_0_compares_the_pooled_states_themselves(cfg, blocks, tokenizer):
+    """A pretrained sentence encoder's states, unprojected: f(x, z) = [CLS](x)^T [CLS](z), d = H."""
+    torch.manual_seed(0)
+    r = Retriever(cfg.replace(proj_dim=0, pooling="cls"), len(tokenizer)).eval()
+    enc = encode_queries(["Who founded it?", "Where?"], tokenizer, cfg.query_len)
+    with torch.no_grad():
+        q = r.embed_input(**enc)
+        assert q.shape == (2, cfg.hidden) and r.embed_doc.dim == cfg.hidden
+        assert torch.equal(q, r.embed_input.bert(**enc).last_hidden_state[:, 0])
+        z = embed_blocks(r.embed_doc, blocks[:5], tokenizer, cfg.block_len, autocast=False)  # (5, H)
+    assert z.shape == (5, cfg.hidden) and not list(r.embed_input.proj.parameters())
+
+
 def test_relevance_is_float32_under_bf16_autocast(retriever, blocks, tokenizer, cfg):
     """f(x, z) = the float32 product of the towers' outputs, though the towers run in bf16 under autocast."""
     from realm_lite.queries import QueryPool
