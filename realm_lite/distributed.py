@@ -1,0 +1,130 @@
+"""torch.distributed for REALM: the process group that torchrun starts, and the MIPS index sharded over its ranks.
+
+The paper's index holds 13 million blocks, more than one device should hold next to a model. Sharded, each of N
+ranks embeds and holds 1/N of the blocks; a search gathers every rank's queries, takes the exact top k of each query
+on every shard, gathers those N·k candidates and keeps the k best: the same top k as one index over all blocks (the
+pattern Atlas uses). One process is the case N = 1: no process group, nothing gathered.
+
+    dist = setup("cuda")                               # from torchrun's RANK, WORLD_SIZE, LOCAL_RANK; else 1 process
+    lo, hi = shard_range(len(blocks), dist.rank, dist.world)
+    index = ShardedIndex(MipsIndex(embed(blocks[lo:hi])), offset=lo, total=len(blocks))
+    scores, ids = index.search(q, k, exclude=sources)  # (B, k) global block ids, on every rank its own queries
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as td
+
+from realm_lite.mips import MipsIndex, _excluded, _exclusion_tensor
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place: rank of world, the local rank (its GPU on a machine), and the device it uses."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one that logs, shows progress and writes checkpoints."""
+        return self.rank == 0
+
+
+def setup(device: str | torch.device = "cpu") -> Dist:
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT in the environment):
+    NCCL on CUDA, gloo on a CPU. Without torchrun's environment, one process and no group."""
+    device = torch.device(device)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist(device=device)
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    if not td.is_initialized():
+        td.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(rank, world, local, device)
+
+
+def shard_range(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Rank `rank`'s blocks [lo, hi) of n: contiguous, sizes differing by at most one."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not in a world of {world}")
+    base, extra = divmod(n, world)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (rank < extra)
+
+
+def _gather_rows(t: torch.Tensor, fill, sizes: list[int]) -> torch.Tensor:
+    """Every rank's rows of `t` (B_r, ...), padded to the largest B_r for the collective, then unpadded."""
+    width = max(sizes)
+    padded = torch.full((width, *t.shape[1:]), fill, dtype=t.dtype, device=t.device)
+    padded[:len(t)] = t
+    parts = [torch.empty_like(padded) for _ in sizes]
+    td.all_gather(parts, padded)
+    return torch.cat([p[:n] for p, n in zip(parts, sizes)])
+
+
+class ShardedIndex:
+    """Exact top-k of f(x, z) over blocks held one shard per rank: this rank's `local` index holds blocks
+    offset .. offset + len(local) - 1 of `total`. Every rank must call `search` together (a collective)."""
+
+    def __init__(self, local: MipsIndex, offset: int, total: int, group=None):
+        if not 0 <= offset <= total - len(local):
+            raise ValueError(f"a shard of {len(local)} blocks at offset {offset} does not fit {total} blocks")
+        self.local, self.offset, self.total, self.group = local, offset, total, group
+        self.world = td.get_world_size(group) if td.is_initialized() else 1
+        self.version = local.version
+
+    def __len__(self) -> int:
+        return self.total
+
+    @property
+    def dim(self) -> int:
+        return self.local.dim
+
+    def search(self, queries: torch.Tensor, k: int, exclude=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The k best blocks of all shards per query, never one in `exclude` (global ids): (B, k), (B, k)."""
+        if self.world == 1:
+            return self.local.search(queries, k, exclude)
+        dev = self.local.embeddings.device
+        q = queries.detach().float().to(dev)  # (B, D)
+        excl = _exclusion_tensor(exclude, len(q), dev)  # (B, E) global ids, -1 padding
+        if k > self.total - excl.shape[1]:
+            raise ValueError(f"k={k} exceeds the {self.total - excl.shape[1]} blocks left after exclusion")
+        sizes = torch.tensor([len(q), excl.shape[1]], device=dev)
+        every = [torch.empty_like(sizes) for _ in range(self.world)]
+        td.all_gather(every, sizes, group=self.group)
+        counts, width = [int(s[0]) for s in every], max(int(s[1]) for s in every)
+        excl = torch.cat([excl, excl.new_full((len(q), width - excl.shape[1]), -1)], 1)  # (B, E_max)
+        all_q, all_excl = _gather_rows(q, 0.0, counts), _gather_rows(excl, -1, counts)  # (ΣB, D), (ΣB, E_max)
+
+        n = len(self.local)
+        local = all_excl - self.offset  # this shard's ids of the excluded blocks, -1 where elsewhere
+        local = torch.where((all_excl >= 0) & (local >= 0) & (local < n), local, -1)
+        w = int((local >= 0).sum(1).max()) if local.numel() else 0  # the most any row excludes here
+        local = local.sort(dim=1, descending=True).values[:, :w]  # (ΣB, w): its ids first, then -1
+        s = torch.full((len(all_q), k), float("-inf"), device=dev)  # (ΣB, k): a short shard pads with -inf, id -1
+        i = torch.full((len(all_q), k), -1, dtype=torch.long, device=dev)
+        if k + w <= n:  # every row has k blocks here: the local index's own search
+            s[:], top = self.local.search(all_q, k, exclude=local)
+            i[:] = top + self.offset
+        else:  # a shard smaller than k and its exclusions: all of it, scored exactly
+            sc = all_q @ self.local.embeddings.T  # (ΣB, n)
+            sc.masked_fill_(_excluded(local, 0, n), float("-inf"))
+            s[:, :min(k, n)], top = sc.topk(min(k, n), dim=1)
+            i[:, :min(k, n)] = torch.where(s[:, :min(k, n)] > float("-inf"), top + self.offset, -1)
+        s_all, i_all = [torch.empty_like(s) for _ in range(self.world)], [torch.empty_like(i) for _ in range(self.world)]
+        td.all_gather(s_all, s, group=self.group)
+        td.all_gather(i_all, i, group=self.group)
+        best, order = torch.cat(s_all, 1).topk(k, dim=1)  # (ΣB, k) of the N·k candidates
+        ids = torch.cat(i_all, 1).gather(1, order)  # (ΣB, k)
+        rank = td.get_rank(self.group)
+        mine = slice(sum(counts[:rank]), sum(counts[:rank + 1]))
+        return best[mine], ids[mine]
