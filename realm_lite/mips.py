@@ -44,7 +44,7 @@ def fingerprint(module: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def _exclusion_tensor(exclude, batch: int, device) -> torch.Tensor:
+def exclusion_tensor(exclude, batch: int, device) -> torch.Tensor:
     """Exclusions as a (B, E) LongTensor padded with -1, from None, a (B,) tensor, or a list of ints/sets."""
     if exclude is None:
         return torch.full((batch, 0), -1, dtype=torch.long, device=device)
@@ -58,7 +58,7 @@ def _exclusion_tensor(exclude, batch: int, device) -> torch.Tensor:
     return torch.tensor([r + [-1] * (width - len(r)) for r in rows], dtype=torch.long, device=device).view(batch, width)
 
 
-def _excluded(excl: torch.Tensor, start: int, n: int) -> torch.Tensor:
+def excluded_mask(excl: torch.Tensor, start: int, n: int) -> torch.Tensor:
     """(B, n) True where a row's exclusions fall in blocks start..start+n-1; no host-device sync."""
     local = excl - start  # (B, E)
     inside = (excl >= 0) & (local >= 0) & (local < n)
@@ -114,7 +114,7 @@ class MipsIndex:
         if queries.dim() != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries of shape {tuple(queries.shape)} do not match index dimension {self.dim}")
         b = len(queries)
-        excl = None if exclude is None else _exclusion_tensor(exclude, b, self.embeddings.device)  # (B, E), pad -1
+        excl = None if exclude is None else exclusion_tensor(exclude, b, self.embeddings.device)  # (B, E), pad -1
         n_excluded = 0 if excl is None else excl.shape[1]  # the most any row excludes (no wait for a GPU)
         if k > len(self) - n_excluded:
             raise ValueError(f"k={k} exceeds the {len(self) - n_excluded} blocks left after exclusion")
@@ -129,7 +129,7 @@ class MipsIndex:
         if len(self) <= chunk:  # one product and one top-k: the common case, no merge
             s = q @ self.embeddings.T  # (B, N)
             if excl is not None and excl.shape[1]:
-                s.masked_fill_(_excluded(excl, 0, len(self)), float("-inf"))
+                s.masked_fill_(excluded_mask(excl, 0, len(self)), float("-inf"))
             return s.topk(k, dim=1)
         best_s = torch.full((len(q), 0), float("-inf"), device=q.device)
         best_i = torch.zeros((len(q), 0), dtype=torch.long, device=q.device)
@@ -137,7 +137,7 @@ class MipsIndex:
             z = self.embeddings[start:start + chunk]  # (n, D)
             s = q @ z.T  # (B, n)
             if excl is not None and excl.shape[1]:
-                s.masked_fill_(_excluded(excl, start, len(z)), float("-inf"))
+                s.masked_fill_(excluded_mask(excl, start, len(z)), float("-inf"))
             top_s, top_i = s.topk(min(k, len(z)), dim=1)
             best_s, order = torch.cat([best_s, top_s], 1).topk(min(k, best_s.shape[1] + top_s.shape[1]), dim=1)
             best_i = torch.cat([best_i, top_i + start], 1).gather(1, order)

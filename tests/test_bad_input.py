@@ -28,7 +28,7 @@ BAD = {
     "heads": [0],
     "retriever_layers": [0],
     "reader_layers": [0],
-    "proj_dim": [0],
+    "proj_dim": [-1],
     "dropout": [-0.1, 1.0],
     "ict_steps": [-1],
     "ict_batch": [0],
