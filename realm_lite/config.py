@@ -342,9 +342,9 @@ PRESETS: dict[str, dict] = {
 # reads 5 of the retrieved blocks), lengths (288-token blocks, 96-token queries) and learning rates, from the
 # packaged all-MiniLM-L6-v2 (its own 30,522-wordpiece vocabulary) on a 50-entity world, with a few steps of each.
 PRESETS["full-smoke"] = dict(PRESETS["full"], tokenizer="", backbone="minilm", world_entities=50, ict_steps=6,
-                             ict_batch=8, realm_steps=4, batch_size=2, warmup_steps=2, refresh_every=2,
+                             ict_batch=8, realm_steps=4, batch_size=1, warmup_steps=2, refresh_every=2,
                              checkpoint_every=2, eval_queries=20, log_every=2, progress=False, qa_retrieve=32,
-                             qa_steps=4, qa_batch=2, qa_warmup_steps=1)
+                             qa_steps=4, qa_batch=1, qa_warmup_steps=1)
 
 
 def _check_keys(d: dict, where: str = "overrides") -> None:
