@@ -9,16 +9,22 @@ pattern Atlas uses). One process is the case N = 1: no process group, nothing ga
     lo, hi = shard_range(len(blocks), dist.rank, dist.world)
     index = ShardedIndex(MipsIndex(embed(blocks[lo:hi])), offset=lo, total=len(blocks))
     scores, ids = index.search(q, k, exclude=sources)  # (B, k) global block ids, on every rank its own queries
+
+Data parallel: every rank draws the same global batch of B queries (the same seed), takes its share of them
+(`shard_range(B, rank, N)`) and runs the loss through DistributedDataParallel, which averages the gradients; each
+rank's loss is scaled by N·B_r/B, so that the average is the gradient of the global batch's mean loss, whatever N.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.distributed as td
+from torch import nn
 
-from realm_lite.mips import MipsIndex, _excluded, _exclusion_tensor
+from realm_lite.mips import MipsIndex, excluded_mask, exclusion_tensor
 
 
 @dataclass(frozen=True)
@@ -95,7 +101,7 @@ class ShardedIndex:
             return self.local.search(queries, k, exclude)
         dev = self.local.embeddings.device
         q = queries.detach().float().to(dev)  # (B, D)
-        excl = _exclusion_tensor(exclude, len(q), dev)  # (B, E) global ids, -1 padding
+        excl = exclusion_tensor(exclude, len(q), dev)  # (B, E) global ids, -1 padding
         if k > self.total - excl.shape[1]:
             raise ValueError(f"k={k} exceeds the {self.total - excl.shape[1]} blocks left after exclusion")
         sizes = torch.tensor([len(q), excl.shape[1]], device=dev)
@@ -117,7 +123,7 @@ class ShardedIndex:
             i[:] = top + self.offset
         else:  # a shard smaller than k and its exclusions: all of it, scored exactly
             sc = all_q @ self.local.embeddings.T  # (ΣB, n)
-            sc.masked_fill_(_excluded(local, 0, n), float("-inf"))
+            sc.masked_fill_(excluded_mask(local, 0, n), float("-inf"))
             s[:, :min(k, n)], top = sc.topk(min(k, n), dim=1)
             i[:, :min(k, n)] = torch.where(s[:, :min(k, n)] > float("-inf"), top + self.offset, -1)
         s_all, i_all = [torch.empty_like(s) for _ in range(self.world)], [torch.empty_like(i) for _ in range(self.world)]
@@ -128,3 +134,45 @@ class ShardedIndex:
         rank = td.get_rank(self.group)
         mine = slice(sum(counts[:rank]), sum(counts[:rank + 1]))
         return best[mine], ids[mine]
+
+
+# ---- data parallel -------------------------------------------------------------------------------------------
+class _Step(nn.Module):
+    """`loss_fn(model, *args)` as a module's forward: DistributedDataParallel arms its gradient hooks in forward."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, *args):
+        return self.loss_fn(self.model, *args)
+
+
+def data_parallel(model: nn.Module, loss_fn: Callable, dist: Dist) -> Callable:
+    """`loss_fn(model, *args)`, through DistributedDataParallel on more than one rank (after freezing: it keeps the
+    parameters that require a gradient when it is made)."""
+    if dist.world == 1:
+        return lambda *args: loss_fn(model, *args)
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(_Step(model, loss_fn),
+                                   device_ids=[dist.device] if dist.device.type == "cuda" else None)
+
+
+def my_share(items: list, dist: Dist) -> tuple[list, float]:
+    """This rank's part of a global batch, and its share of the batch's mean: (items[lo:hi], (hi - lo) / len)."""
+    if len(items) < dist.world:
+        raise ValueError(f"a batch of {len(items)} cannot be split over {dist.world} ranks: batch_size >= ranks")
+    lo, hi = shard_range(len(items), dist.rank, dist.world)
+    return items[lo:hi], (hi - lo) / len(items)
+
+
+def global_row(row: dict, share: float, dist: Dist, sums: tuple[str, ...] = ()) -> dict:
+    """A step's numbers over every rank: means weighted by each rank's share of the batch, `sums` added up."""
+    if dist.world == 1:
+        return row
+    keys = list(row)
+    t = torch.stack([torch.as_tensor(row[k], dtype=torch.float32, device=dist.device) * (1.0 if k in sums else share)
+                     for k in keys])
+    td.all_reduce(t)
+    return dict(zip(keys, t.unbind()))

@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from realm_lite.distributed import Dist, data_parallel, global_row, my_share
 from realm_lite.ict import ict_recall, split_heldout, train_ict
 from realm_lite.io import atomic_write_text, record_command
 from realm_lite.marginal import marginal_gain, sequence_log_prob, top_retrieval_utility
@@ -233,13 +234,21 @@ def _check_something_trains(cfg) -> None:
 
 
 def train_realm(model: Realm, pool: QueryPool, blocks, inputs: BlockInputs, tokenizer, cfg, run_dir, device,
-                resume: bool = False, log=print, stop_after: int | None = None) -> list[dict]:
+                resume: bool = False, log=print, stop_after: int | None = None, dist: Dist | None = None) -> list[dict]:
     """cfg.realm_steps steps of -log p(y|x), the index refreshed every cfg.refresh_every steps; returns the log.
 
     Checkpoints to run_dir/checkpoint.pt; with `resume`, continues from it. `stop_after` raises Interrupted
-    after that step's checkpoint, as a crash would: for tests of resume."""
+    after that step's checkpoint, as a crash would: for tests of resume. With `dist` of N > 1 ranks
+    (realm_lite.distributed), each rank takes its share of every global batch of cfg.batch_size queries through
+    DistributedDataParallel, builds the same index (refresh_mode=sync), and rank 0 alone logs and checkpoints."""
     run_dir = Path(run_dir)
     _check_something_trains(cfg)
+    dist = dist or Dist(device=torch.device(device))
+    if dist.world > 1 and cfg.refresh_mode != "sync":
+        raise ValueError(f"refresh_mode={cfg.refresh_mode!r} on {dist.world} ranks: data-parallel REALM refreshes its "
+                         "index with refresh_mode=sync (every rank builds it)")
+    if not dist.main:
+        log, cfg = (lambda s: None), cfg.replace(progress=False)
     refresher = IndexRefresher(blocks, tokenizer, cfg, run_dir, mode=cfg.refresh_mode, device=device, log=log)
     ckpt_path, ck = run_dir / "checkpoint.pt", None
     if resume and ckpt_path.exists():
@@ -258,7 +267,8 @@ def train_realm(model: Realm, pool: QueryPool, blocks, inputs: BlockInputs, toke
 
     loop = Loop("realm", cfg.realm_steps, params, cfg, weight_decay=cfg.weight_decay, warmup=cfg.warmup_steps,
                 clip=cfg.clip_norm, rng=random.Random(cfg.seed), device=device, log=log, desc="REALM",
-                summarize=_summarize, checkpoints=Checkpoints(run_dir, save, resume=ck, stop_after=stop_after),
+                summarize=_summarize, checkpoints=Checkpoints(run_dir, save, resume=ck, stop_after=stop_after,
+                                                                  writes=dist.main),
                 scale_loss=amp_dtype(cfg, device) == torch.float16)  # fp16 gradients underflow unscaled
     if ck is None:
         refresher.request(model.retriever.embed_doc, 0)
@@ -266,18 +276,20 @@ def train_realm(model: Realm, pool: QueryPool, blocks, inputs: BlockInputs, toke
     with contextlib.ExitStack() as cleanup:  # on exit, even by an exception: the builder, the freezing
         cleanup.callback(refresher.close)
         cleanup.enter_context(freeze_untrained(model, cfg))
+        step_loss = data_parallel(model, realm_loss, dist)  # after freezing: DDP keeps what trains
         for step in loop:
             done = step - 1  # updates so far
             if done % cfg.refresh_every == 0 and done > 0 and cfg.retriever_lr > 0:  # a frozen Embed_doc: never stale
                 refresher.request(model.retriever.embed_doc, done)  # snapshot of Embed_doc after `done` updates
             refresher.poll(done)
-            queries = pool.sample(loop.rng, cfg.batch_size)
+            queries, share = my_share(pool.sample(loop.rng, cfg.batch_size), dist)  # the same draw on every rank
             with autocast(cfg, device):
-                out = realm_loss(model, queries, refresher.index, inputs, cfg.k, device)
+                out = step_loss(queries, refresher.index, inputs, cfg.k, device)
             loop.opt.zero_grad(set_to_none=True)
-            loop.backward(out["loss"])
+            loop.backward(out["loss"] * (dist.world * share))  # DDP averages: the global batch's mean gradient
             loop.step()
-            loop.record(**scalars(out), staleness=refresher.staleness(done))
+            loop.record(**global_row(scalars(out), share, dist, sums=("gold_hits", "gold_known")),
+                        staleness=refresher.staleness(done))
     return loop.history
 
 

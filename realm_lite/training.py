@@ -135,6 +135,7 @@ class Checkpoints:
     save: Callable[[dict], None]  # writes a checkpoint from the loop's state plus what the stage adds (weights)
     resume: dict | None = None  # a checkpoint of this stage to continue from
     stop_after: int | None = None  # raise Interrupted after this step's checkpoint
+    writes: bool = True  # this process writes the log and checkpoints (of several ranks, rank 0 alone)
 
 
 def mean_row(window: list[dict]) -> dict:
@@ -183,7 +184,7 @@ class Loop:
         self.done, self.history, self.window, self.seconds_before = 0, [], [], 0.0
         if checkpoints is not None and checkpoints.resume is not None:
             self.restore(checkpoints.resume)
-        elif checkpoints is not None:
+        elif checkpoints is not None and checkpoints.writes:
             _forget_log(checkpoints.run_dir, stage, 0)  # an earlier attempt killed before its first checkpoint
 
     def __iter__(self):
@@ -199,7 +200,8 @@ class Loop:
                     self._log_row((self.done - start) / max(time.time() - self.t0, 1e-9), progress)
                 ck = self.checkpoints
                 stop = ck is not None and ck.stop_after is not None and ck.stop_after <= self.done < self.total
-                if ck is not None and (self.done % self.cfg.checkpoint_every == 0 or self.done == self.total or stop):
+                if ck is not None and ck.writes and (self.done % self.cfg.checkpoint_every == 0
+                                                     or self.done == self.total or stop):
                     ck.save(self.state())
                 if stop:
                     raise Interrupted(f"{self.stage} stopped after step {self.done}")
@@ -241,7 +243,7 @@ class Loop:
         progress.write(f"{self.desc} step {self.done:5d}  " + "  ".join(
             f"{k} {_fmt(v)}" for k, v in row.items() if k not in ("step", "steps_per_s", "seconds")) +
             f"  {row['steps_per_s']:.2f} steps/s")
-        if self.checkpoints is not None:
+        if self.checkpoints is not None and self.checkpoints.writes:
             append_log(self.checkpoints.run_dir, {"stage": self.stage, **row})
 
     def state(self) -> dict:
@@ -263,7 +265,7 @@ class Loop:
             self.scaler.load_state_dict(ck["scaler"])
         self.done, self.history, self.window = ck["step"], ck["history"], ck.get("window", [])
         self.seconds_before = ck.get("seconds", 0.0)
-        if self.checkpoints is not None:
+        if self.checkpoints is not None and self.checkpoints.writes:
             _forget_log(self.checkpoints.run_dir, self.stage, self.done)
 
 

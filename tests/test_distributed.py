@@ -4,7 +4,8 @@ import torch
 import torch.distributed as td
 import torch.multiprocessing as mp
 
-from realm_lite.distributed import ShardedIndex, setup, shard_range
+from realm_lite.config import get_config
+from realm_lite.distributed import Dist, ShardedIndex, my_share, setup, shard_range
 from realm_lite.mips import MipsIndex
 
 N, D = 101, 16
@@ -62,3 +63,51 @@ def test_one_process_needs_no_group(monkeypatch):
     assert torch.equal(index.search(q, 3, exclude=[1, 2])[1], MipsIndex(emb).search(q, 3, exclude=[1, 2])[1])
     with pytest.raises(ValueError, match="does not fit"):
         ShardedIndex(MipsIndex(emb), offset=5, total=20)
+
+
+# ---- data-parallel REALM --------------------------------------------------------------------------------------
+DP = dict(realm_steps=3, batch_size=5, refresh_mode="sync", refresh_every=2, log_every=1, checkpoint_every=3,
+          retriever_lr=1e-3, reader_lr=1e-3, eval_queries=10, progress=False)  # 5 queries: ranks of 3 and 2
+
+
+def _realm(rank: int, world: int, rdzv: str, out):
+    """REALM steps from a fresh model on `world` ranks (the same seed everywhere); rank 0 saves what it trained."""
+    from realm_lite.pretrain import setup_run, train_realm
+
+    if world > 1:
+        td.init_process_group("gloo", init_method=rdzv, rank=rank, world_size=world)
+    try:
+        cfg = get_config("quick", **DP)
+        run = setup_run("world", cfg, out / f"corpus-{world}-{rank}", log=lambda s: None)  # the same on every rank
+        history = train_realm(run.model, run.pool, run.blocks, run.inputs, run.tokenizer, cfg, out / f"run-{world}",
+                              run.device, log=lambda s: None, dist=Dist(rank, world))
+        if rank == 0:
+            torch.save({"history": history, "model": run.model.state_dict()}, out / f"result-{world}.pt")
+    finally:
+        if world > 1:
+            td.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ranks_train_as_one_process_with_the_same_global_batch(tmp_path):
+    _realm(0, 1, "", tmp_path)
+    mp.spawn(_realm, args=(2, f"file://{tmp_path / 'rdzv'}", tmp_path), nprocs=2, join=True)
+    one, two = (torch.load(tmp_path / f"result-{n}.pt", weights_only=False) for n in (1, 2))
+    for a, b in zip(one["history"], two["history"]):
+        assert a["step"] == b["step"]
+        for key in ("loss", "token_acc", "gold_recall"):
+            assert a[key] == pytest.approx(b[key], abs=2e-3), (key, a, b)
+    assert one["model"].keys() == two["model"].keys()
+    worst = max((one["model"][k].float() - two["model"][k].float()).abs().max().item() for k in one["model"])
+    assert worst < 1e-4  # float sums in another order, nothing more
+    assert (tmp_path / "run-2" / "checkpoint.pt").is_file()  # written by rank 0
+    logged = (tmp_path / "run-2" / "log.jsonl").read_text().splitlines()
+    assert len([line for line in logged if '"stage": "realm"' in line]) == DP["realm_steps"]  # once, not per rank
+
+
+def test_a_global_batch_is_split_by_share():
+    items = list(range(5))
+    parts = [my_share(items, Dist(r, 2)) for r in range(2)]
+    assert parts == [([0, 1, 2], 0.6), ([3, 4], 0.4)]
+    with pytest.raises(ValueError, match="batch_size >= ranks"):
+        my_share(items[:1], Dist(0, 2))
