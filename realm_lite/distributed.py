@@ -126,7 +126,8 @@ class ShardedIndex:
             sc.masked_fill_(excluded_mask(local, 0, n), float("-inf"))
             s[:, :min(k, n)], top = sc.topk(min(k, n), dim=1)
             i[:, :min(k, n)] = torch.where(s[:, :min(k, n)] > float("-inf"), top + self.offset, -1)
-        s_all, i_all = [torch.empty_like(s) for _ in range(self.world)], [torch.empty_like(i) for _ in range(self.world)]
+        s_all = [torch.empty_like(s) for _ in range(self.world)]
+        i_all = [torch.empty_like(i) for _ in range(self.world)]
         td.all_gather(s_all, s, group=self.group)
         td.all_gather(i_all, i, group=self.group)
         best, order = torch.cat(s_all, 1).topk(k, dim=1)  # (ΣB, k) of the N·k candidates

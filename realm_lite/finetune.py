@@ -18,6 +18,7 @@ import random
 import time
 from pathlib import Path
 
+from realm_lite.distributed import Dist, data_parallel, global_row, my_share
 from realm_lite.io import atomic_write_text, record_command, write_jsonl
 from realm_lite.mips import MipsIndex, fingerprint
 from realm_lite.qa import QAModel, QASystem, attach_retrieval, evaluate_qa, qa_loss, system_from_run
@@ -25,12 +26,18 @@ from realm_lite.training import (Checkpoints, Interrupted, Loop, load_checkpoint
                                  scalars)
 
 
-def finetune(qa: QASystem, examples, out_dir, resume: bool = False, log=print, stop_after: int | None = None) -> list[dict]:
+def finetune(qa: QASystem, examples, out_dir, resume: bool = False, log=print, stop_after: int | None = None,
+             dist: Dist | None = None) -> list[dict]:
     """cfg.qa_steps steps of the QA loss on `examples` (batches drawn with cfg.seed); returns the log.
-    `stop_after` ends early with a checkpoint (to test that `resume` reaches the uninterrupted result)."""
+    `stop_after` ends early with a checkpoint (to test that `resume` reaches the uninterrupted result). With
+    `dist` of N > 1 ranks, each rank takes its share of every global batch of cfg.qa_batch questions through
+    DistributedDataParallel (realm_lite.distributed); rank 0 alone logs and writes."""
     cfg, out = qa.cfg, Path(out_dir)
     if not examples:
         raise ValueError("no training questions: the data set or split is empty")
+    dist = dist or Dist(device=qa.device)
+    if not dist.main:
+        log, cfg = (lambda s: None), cfg.replace(progress=False)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.pt"
     ck = load_checkpoint(ckpt, "QA checkpoint", keys=("model", "step")) if resume and ckpt.exists() else {}
@@ -39,25 +46,36 @@ def finetune(qa: QASystem, examples, out_dir, resume: bool = False, log=print, s
         log(f"resumed fine-tuning at step {ck['step']}")
     else:
         ck = None
-        save_system(qa, out)  # config, qa.json, index: a run directory from the first step on
+        if dist.main:
+            save_system(qa, out)  # config, qa.json, index: a run directory from the first step on
 
     def save(state: dict) -> None:
         save_checkpoint({**state, "model": qa.model.state_dict(), "system": qa.name}, ckpt)
 
-    loop = Loop("qa", cfg.qa_steps, qa.model.trainable(cfg), cfg, weight_decay=cfg.weight_decay,
+    groups = qa.model.trainable(cfg)
+    loop = Loop("qa", cfg.qa_steps, groups, cfg, weight_decay=cfg.weight_decay,
                 warmup=cfg.qa_warmup_steps, clip=cfg.clip_norm, rng=random.Random(cfg.seed), device=qa.device,
-                log=log, desc=f"QA {qa.name}", checkpoints=Checkpoints(out, save, resume=ck, stop_after=stop_after))
+                log=log, desc=f"QA {qa.name}",
+                checkpoints=Checkpoints(out, save, resume=ck, stop_after=stop_after, writes=dist.main))
+    trained = {id(p) for g in groups for p in g["params"]}
+    frozen = [p for p in qa.model.parameters() if id(p) not in trained and p.requires_grad]  # Embed_doc: the index's
     qa.model.train()
     try:
+        for p in frozen:  # no gradient: DistributedDataParallel then expects none
+            p.requires_grad_(False)
+        step_loss = data_parallel(qa.model, lambda model, batch: qa_loss(qa, batch), dist)
         for _ in loop:
-            batch = [examples[loop.rng.randrange(len(examples))] for _ in range(cfg.qa_batch)]
-            out_ = qa_loss(qa, batch)
+            batch, share = my_share([examples[loop.rng.randrange(len(examples))] for _ in range(cfg.qa_batch)], dist)
+            out_ = step_loss(batch)
             loop.opt.zero_grad(set_to_none=True)
-            out_["loss"].backward()
+            (out_["loss"] * (dist.world * share)).backward()  # DDP averages: the global batch's mean gradient
             loop.step()
-            loop.record(**scalars(out_))
+            loop.record(**global_row(scalars(out_), share, dist))
     except Interrupted:
         pass
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
     return loop.history
 
 

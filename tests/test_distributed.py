@@ -66,6 +66,30 @@ def test_one_process_needs_no_group(monkeypatch):
 
 
 # ---- data-parallel REALM --------------------------------------------------------------------------------------
+def _first_gradients() -> list:
+    """Patch Loop.step (in this process) to keep a copy of the gradients it is given at its first step."""
+    from realm_lite import training
+
+    kept, step = [], training.Loop.step
+
+    def keeping(self):
+        if not kept:
+            kept.extend(p.grad.clone() if p.grad is not None else None for p in self.params)
+        step(self)
+
+    training.Loop.step = keeping
+    return kept
+
+
+def _same_gradients(a: list, b: list) -> None:
+    """The first step's gradients of one process and of the ranks together: the same up to float sums."""
+    assert len(a) == len(b) and sum(g is not None for g in a) > 0
+    for x, y in zip(a, b):
+        assert (x is None) == (y is None)
+        if x is not None:
+            assert torch.allclose(x, y, rtol=1e-3, atol=1e-5), (x - y).abs().max()
+
+
 DP = dict(realm_steps=3, batch_size=5, refresh_mode="sync", refresh_every=2, log_every=1, checkpoint_every=3,
           retriever_lr=1e-3, reader_lr=1e-3, eval_queries=10, progress=False)  # 5 queries: ranks of 3 and 2
 
@@ -76,13 +100,15 @@ def _realm(rank: int, world: int, rdzv: str, out):
 
     if world > 1:
         td.init_process_group("gloo", init_method=rdzv, rank=rank, world_size=world)
+    grads = _first_gradients()
     try:
         cfg = get_config("quick", **DP)
         run = setup_run("world", cfg, out / f"corpus-{world}-{rank}", log=lambda s: None)  # the same on every rank
         history = train_realm(run.model, run.pool, run.blocks, run.inputs, run.tokenizer, cfg, out / f"run-{world}",
                               run.device, log=lambda s: None, dist=Dist(rank, world))
         if rank == 0:
-            torch.save({"history": history, "model": run.model.state_dict()}, out / f"result-{world}.pt")
+            torch.save({"history": history, "model": run.model.state_dict(), "grads": grads},
+                       out / f"result-{world}.pt")
     finally:
         if world > 1:
             td.destroy_process_group()
@@ -93,6 +119,7 @@ def test_two_ranks_train_as_one_process_with_the_same_global_batch(tmp_path):
     _realm(0, 1, "", tmp_path)
     mp.spawn(_realm, args=(2, f"file://{tmp_path / 'rdzv'}", tmp_path), nprocs=2, join=True)
     one, two = (torch.load(tmp_path / f"result-{n}.pt", weights_only=False) for n in (1, 2))
+    _same_gradients(one["grads"], two["grads"])  # DDP's average of the ranks' scaled losses: the batch's gradient
     for a, b in zip(one["history"], two["history"]):
         assert a["step"] == b["step"]
         for key in ("loss", "token_acc", "gold_recall"):
@@ -103,6 +130,43 @@ def test_two_ranks_train_as_one_process_with_the_same_global_batch(tmp_path):
     assert (tmp_path / "run-2" / "checkpoint.pt").is_file()  # written by rank 0
     logged = (tmp_path / "run-2" / "log.jsonl").read_text().splitlines()
     assert len([line for line in logged if '"stage": "realm"' in line]) == DP["realm_steps"]  # once, not per rank
+
+
+def _finetune(rank: int, world: int, rdzv: str, init, out):
+    """QA fine-tuning of REALM from a pre-training run on `world` ranks; rank 0 saves what it trained."""
+    from realm_lite.finetune import finetune
+    from realm_lite.qa import system_from_run
+    from realm_lite.qa_data import load_qa
+
+    if world > 1:
+        td.init_process_group("gloo", init_method=rdzv, rank=rank, world_size=world)
+    grads = _first_gradients()
+    try:
+        qa = system_from_run(init, "realm", dict(qa_steps=3, qa_batch=3, log_every=1, checkpoint_every=3,
+                                                 qa_retrieve=8, qa_read=3, progress=False), log=lambda s: None)
+        history = finetune(qa, load_qa("world", "train", world=qa.world), out / f"qa-{world}", log=lambda s: None,
+                           dist=Dist(rank, world))
+        if rank == 0:
+            torch.save({"history": history, "model": qa.model.state_dict(), "grads": grads},
+                       out / f"qa-result-{world}.pt")
+    finally:
+        if world > 1:
+            td.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ranks_fine_tune_as_one_process(demo_run, tmp_path):
+    init = demo_run.out / "pretrain"
+    _finetune(0, 1, "", init, tmp_path)
+    mp.spawn(_finetune, args=(2, f"file://{tmp_path / 'rdzv'}", init, tmp_path), nprocs=2, join=True)
+    one, two = (torch.load(tmp_path / f"qa-result-{n}.pt", weights_only=False) for n in (1, 2))
+    _same_gradients(one["grads"], two["grads"])
+    assert [r["step"] for r in one["history"]] == [r["step"] for r in two["history"]] == [1, 2, 3]
+    for a, b in zip(one["history"], two["history"]):
+        assert a["loss"] == pytest.approx(b["loss"], abs=2e-3), (a, b)
+    worst = max((one["model"][k].float() - two["model"][k].float()).abs().max().item() for k in one["model"])
+    assert worst < 1e-4
+    assert (tmp_path / "qa-2" / "checkpoint.pt").is_file() and (tmp_path / "qa-2" / "qa.json").is_file()
 
 
 def test_a_global_batch_is_split_by_share():
