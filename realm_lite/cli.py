@@ -171,11 +171,25 @@ def cmd_finetune(args) -> None:
     if args.resume and args.set:
         raise ValueError("--resume continues a run with its saved config; drop --set")
     overrides = parse_overrides(args.set or [])
+    from realm_lite.distributed import Dist, launched, setup
     from realm_lite.finetune import run_finetune
 
-    qa = run_finetune(args.init, args.system, args.dataset, args.out, overrides, resume=args.resume,
-                      command=args.command_line)
-    print(f"fine-tuned {qa.name} written to {args.out} ({qa.info.get('finetune_seconds')}s)")
+    dist = Dist()
+    if launched():  # torchrun: one process per rank (a GPU each, else gloo on the CPU)
+        import torch
+
+        dist = setup("cuda" if torch.cuda.is_available() and overrides.get("device", "auto") != "cpu" else "cpu")
+        overrides["device"] = str(dist.device)
+    try:
+        qa = run_finetune(args.init, args.system, args.dataset, args.out, overrides, resume=args.resume,
+                          command=args.command_line, dist=dist)
+    finally:
+        if dist.world > 1:
+            import torch.distributed as td
+
+            td.destroy_process_group()
+    if dist.main:
+        print(f"fine-tuned {qa.name} written to {args.out} ({qa.info.get('finetune_seconds')}s)")
 
 
 def cmd_evaluate(args) -> None:

@@ -58,6 +58,17 @@ def setup(device: str | torch.device = "cpu") -> Dist:
     return Dist(rank, world, local, device)
 
 
+def launched() -> bool:
+    """Whether torchrun started this process as one of several ranks."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def barrier(dist: Dist) -> None:
+    """Wait for every rank (nothing to wait for in one process)."""
+    if dist.world > 1:
+        td.barrier()
+
+
 def shard_range(n: int, rank: int, world: int) -> tuple[int, int]:
     """Rank `rank`'s blocks [lo, hi) of n: contiguous, sizes differing by at most one."""
     if not 0 <= rank < world:

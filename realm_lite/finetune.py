@@ -18,7 +18,7 @@ import random
 import time
 from pathlib import Path
 
-from realm_lite.distributed import Dist, data_parallel, global_row, my_share
+from realm_lite.distributed import Dist, barrier, data_parallel, global_row, my_share
 from realm_lite.io import atomic_write_text, record_command, write_jsonl
 from realm_lite.mips import MipsIndex, fingerprint
 from realm_lite.qa import QAModel, QASystem, attach_retrieval, evaluate_qa, qa_loss, system_from_run
@@ -119,31 +119,38 @@ def load_system(qa_dir, log=print) -> QASystem:
 
 
 def run_finetune(init_run, system: str, dataset: str, out_dir, overrides=None, resume: bool = False,
-                 log=print, command: str | None = None) -> QASystem:
+                 log=print, command: str | None = None, dist: Dist | None = None) -> QASystem:
     """`realm-lite finetune`: build (or reload, with `resume`) a system and fine-tune it on the train split;
-    `command` goes into out_dir/commands.jsonl once the system and its questions load."""
+    `command` goes into out_dir/commands.jsonl once the system and its questions load. Under torchrun (`dist` of
+    several ranks) every rank builds the same system and takes its share of each batch; rank 0 writes."""
     from realm_lite.qa_data import load_qa
 
+    dist = dist or Dist()
+    if not dist.main:
+        log = lambda s: None  # noqa: E731
     out = Path(out_dir)
     if resume and not (out / "qa.json").exists():
         raise FileNotFoundError(f"{out} is not a realm-lite QA run (no qa.json): nothing to resume; "
                                 f"drop --resume to start one")
+    if not resume and (out / "checkpoint.pt").exists():
+        raise FileExistsError(f"{out} already holds a QA run; pass --resume to continue it, or choose another --out")
+    barrier(dist)  # every rank has looked before rank 0 writes
     if resume:
         qa = load_system(out, log)
         dataset = qa.info.get("dataset", dataset)
     else:
-        if (out / "checkpoint.pt").exists():
-            raise FileExistsError(f"{out} already holds a QA run; pass --resume to continue it, or choose another --out")
         qa = system_from_run(init_run, system, overrides, log)
         qa.info["dataset"] = dataset
     train = load_qa(dataset, "train", world=qa.world, cfg=qa.cfg)
     log(f"fine-tuning {qa.name} on {len(train)} {dataset} questions: {qa.cfg.qa_steps} steps of "
         f"{qa.cfg.qa_batch}, retrieve {qa.cfg.qa_retrieve}, read {qa.cfg.qa_read}")
-    record_command(out, command)
+    if dist.main:
+        record_command(out, command)
     t0 = time.time()
-    finetune(qa, train, out, resume=resume, log=log)
+    finetune(qa, train, out, resume=resume, log=log, dist=dist)
     qa.info["finetune_seconds"] = round(time.time() - t0, 1)
-    atomic_write_text(out / "qa.json", json.dumps({"system": qa.name, **qa.info}, indent=2) + "\n")
+    if dist.main:
+        atomic_write_text(out / "qa.json", json.dumps({"system": qa.name, **qa.info}, indent=2) + "\n")
     return qa
 
 

@@ -175,3 +175,30 @@ def test_a_global_batch_is_split_by_share():
     assert parts == [([0, 1, 2], 0.6), ([3, 4], 0.4)]
     with pytest.raises(ValueError, match="batch_size >= ranks"):
         my_share(items[:1], Dist(0, 2))
+
+
+@pytest.mark.slow
+def test_torchrun_finetune_writes_what_one_process_writes(demo_run, tmp_path):
+    """`torchrun --nproc_per_node 2 -m realm_lite.cli finetune` (gloo) against the same command in one process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from realm_lite.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    args = ["finetune", "--init", str(demo_run.out / "pretrain"), "--set", "qa_steps=3", "qa_batch=3", "qa_retrieve=8",
+            "qa_read=3", "log_every=1", "progress=false"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+           "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "realm_lite.cli", *args, "--out", str(tmp_path / "two")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("fine-tuned realm written to") == 1  # rank 0 alone reports
+    one, two = (torch.load(tmp_path / d / "checkpoint.pt", weights_only=False)["model"] for d in ("one", "two"))
+    assert max((one[k].float() - two[k].float()).abs().max().item() for k in one) < 1e-5
+    rows = [line for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines() if '"stage": "qa"' in line]
+    assert len(rows) == 3 and len((tmp_path / "two" / "commands.jsonl").read_text().splitlines()) == 1
