@@ -152,11 +152,16 @@ def cmd_pretrain(args) -> None:
     from realm_lite.config import get_config, parse_overrides
 
     cfg = get_config(args.preset, **{**parse_overrides(args.set or []), **overrides})  # checked before torch loads
+    from realm_lite.distributed import launched_group
     from realm_lite.pretrain import metrics_table, pretrain
 
-    metrics = pretrain(args.corpus, cfg, args.out, resume=args.resume, command=args.command_line)
-    print(metrics_table(metrics))
-    print(f"metrics written to {Path(args.out) / 'metrics.json'}")
+    with launched_group(cfg.device) as dist:  # torchrun: one process per rank (a GPU each, else gloo on the CPU)
+        if dist.world > 1 and not args.resume:
+            cfg = cfg.replace(device=str(dist.device))
+        metrics = pretrain(args.corpus, cfg, args.out, resume=args.resume, command=args.command_line, dist=dist)
+    if dist.main:
+        print(metrics_table(metrics))
+        print(f"metrics written to {Path(args.out) / 'metrics.json'}")
 
 
 def _print_metrics(metrics: dict) -> None:
@@ -171,23 +176,14 @@ def cmd_finetune(args) -> None:
     if args.resume and args.set:
         raise ValueError("--resume continues a run with its saved config; drop --set")
     overrides = parse_overrides(args.set or [])
-    from realm_lite.distributed import Dist, launched, setup
+    from realm_lite.distributed import launched_group
     from realm_lite.finetune import run_finetune
 
-    dist = Dist()
-    if launched():  # torchrun: one process per rank (a GPU each, else gloo on the CPU)
-        import torch
-
-        dist = setup("cuda" if torch.cuda.is_available() and overrides.get("device", "auto") != "cpu" else "cpu")
-        overrides["device"] = str(dist.device)
-    try:
+    with launched_group(overrides.get("device", "auto")) as dist:  # torchrun: one process per rank
+        if dist.world > 1 and not args.resume:
+            overrides["device"] = str(dist.device)
         qa = run_finetune(args.init, args.system, args.dataset, args.out, overrides, resume=args.resume,
                           command=args.command_line, dist=dist)
-    finally:
-        if dist.world > 1:
-            import torch.distributed as td
-
-            td.destroy_process_group()
     if dist.main:
         print(f"fine-tuned {qa.name} written to {args.out} ({qa.info.get('finetune_seconds')}s)")
 

@@ -16,6 +16,8 @@ rank's loss is scaled by N·B_r/B, so that the average is the gradient of the gl
 """
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -53,9 +55,23 @@ def setup(device: str | torch.device = "cpu") -> Dist:
     if device.type == "cuda":
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
-    if not td.is_initialized():
-        td.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if not td.is_initialized():  # a long timeout: the other ranks wait while rank 0 runs the warm starts
+        td.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=12))
     return Dist(rank, world, local, device)
+
+
+@contextlib.contextmanager
+def launched_group(device: str = "auto"):
+    """The Dist of a process torchrun started, its group joined for the block and left after; else one process's."""
+    if not launched():
+        yield Dist()
+        return
+    cuda = torch.cuda.is_available() and (device == "auto" or device.startswith("cuda"))
+    dist = setup("cuda" if cuda else "cpu")
+    try:
+        yield dist
+    finally:
+        td.destroy_process_group()
 
 
 def launched() -> bool:

@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from realm_lite.distributed import Dist, data_parallel, global_row, my_share
+from realm_lite.distributed import Dist, barrier, data_parallel, global_row, my_share
 from realm_lite.ict import ict_recall, split_heldout, train_ict
 from realm_lite.io import atomic_write_text, record_command
 from realm_lite.marginal import marginal_gain, sequence_log_prob, top_retrieval_utility
@@ -378,7 +378,8 @@ def setup_run(spec: str, cfg, out_dir, resume: bool = False, log=print) -> RunPa
 
 
 def pretrain(spec: str, cfg, out_dir, resume: bool = False, log=print,
-             stop_after: int | tuple[str, int] | None = None, command: str | None = None) -> dict:
+             stop_after: int | tuple[str, int] | None = None, command: str | None = None,
+             dist: Dist | None = None) -> dict:
     """Corpus -> warm start -> REALM -> evaluation; writes everything under `out_dir`, returns metrics.
 
     `command` (the CLI's command line) goes into out_dir/commands.jsonl once the run is set up: bad input
@@ -386,23 +387,43 @@ def pretrain(spec: str, cfg, out_dir, resume: bool = False, log=print,
 
     `stop_after` ends the run early, as a crash would, for tests of resume: n = after REALM step n's
     checkpoint; (stage, n) = after step n of "ict", "salient" or "reader_warmup", or ("realm", 0) = once
-    warmstart.pt is written. Returns {"stopped_at": stop_after} then."""
+    warmstart.pt is written. Returns {"stopped_at": stop_after} then.
+
+    Under torchrun (`dist` of N > 1 ranks): rank 0 prepares the corpus and runs the warm starts while the others
+    wait, then loads them; REALM is data-parallel (train_realm); rank 0 evaluates and writes. The others return {}."""
     out, t0 = Path(out_dir), time.time()
+    dist = dist or Dist()
     if not resume:
         _check_something_trains(cfg)  # before the corpus and warm starts, not after them
+        if dist.world > 1 and cfg.refresh_mode != "sync":
+            raise ValueError(f"refresh_mode={cfg.refresh_mode!r} on {dist.world} ranks: data-parallel REALM refreshes "
+                             "its index with refresh_mode=sync (--set refresh_mode=sync)")
+    if not dist.main:
+        log = lambda s: None  # noqa: E731
     stop = ("realm", stop_after) if isinstance(stop_after, int) else stop_after
-    r = setup_run(spec, cfg, out, resume, log)
-    record_command(out, command)
+    if dist.main:
+        r = setup_run(spec, cfg, out, resume, log)
+        record_command(out, command)
+    barrier(dist)
+    if not dist.main:  # the corpus rank 0 prepared, and this rank's device
+        r = setup_run(spec, cfg, out, resume=True, log=log)
+        r.cfg, r.device = r.cfg.replace(device=str(dist.device)), dist.device
+        r.model.to(dist.device)
     cfg, spec, model, pool, blocks, inputs, tokenizer, eval_queries, device = (
         r.cfg, r.spec, r.model, r.pool, r.blocks, r.inputs, r.tokenizer, r.eval_queries, r.device)
     try:
-        warm = _warm_start_once(r, out, resume, log, stop)
+        warm = _warm_start_once(r, out, resume, log, stop) if dist.main else None
+        barrier(dist)
+        if not dist.main:
+            warm = _warm_start_once(r, out, True, log, stop)  # rank 0's warmstart.pt
         if stop == ("realm", 0):
             raise Interrupted("stopped before REALM")
         history = train_realm(model, pool, blocks, inputs, tokenizer, cfg, out, device, resume, log,
-                              stop[1] if stop and stop[0] == "realm" else None)
+                              stop[1] if stop and stop[0] == "realm" else None, dist=dist)
     except Interrupted:
         return {"stopped_at": stop_after}
+    if not dist.main:
+        return {}
     index = build_index(model.retriever.embed_doc, blocks, tokenizer, cfg, device)
     final = evaluate(model, index, eval_queries, inputs, cfg, device, log=log)
     append_log(out, {"stage": "evaluate", "after": "REALM", **final})

@@ -177,27 +177,52 @@ def test_a_global_batch_is_split_by_share():
         my_share(items[:1], Dist(0, 2))
 
 
-@pytest.mark.slow
-def test_torchrun_finetune_writes_what_one_process_writes(demo_run, tmp_path):
-    """`torchrun --nproc_per_node 2 -m realm_lite.cli finetune` (gloo) against the same command in one process."""
+def _cli(args: list, ranks: int = 1):
+    """`python -m realm_lite.cli ARGS`, or under `torchrun --nproc_per_node RANKS`, one thread a process (as torchrun
+    gives each rank), offline, this checkout's realm_lite."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    from realm_lite.cli import main
-
     root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+           "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks)] if ranks > 1 else []
+    done = subprocess.run([sys.executable, *launcher, "-m", "realm_lite.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_torchrun_pretrain_writes_what_one_process_writes(tmp_path):
+    """`torchrun --nproc_per_node 2 -m realm_lite.cli pretrain` (gloo): rank 0's warm starts, data-parallel REALM."""
+    args = ["pretrain", "--preset", "quick", "--set", "ict_steps=20", "reader_warmup_steps=10", "realm_steps=4",
+            "batch_size=4", "refresh_mode=sync", "refresh_every=2", "eval_queries=20", "log_every=1",
+            "progress=false"]
+    _cli([*args, "--out", str(tmp_path / "one")])
+    printed = _cli([*args, "--out", str(tmp_path / "two")], ranks=2)
+    assert printed.count("metrics written to") == 1  # rank 0 alone reports
+    one, two = (torch.load(tmp_path / d / "checkpoint.pt", weights_only=False)["model"] for d in ("one", "two"))
+    assert max((one[k].float() - two[k].float()).abs().max().item() for k in one) < 1e-4
+    import json
+
+    m1, m2 = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
+    assert m1["after_warm_start"] == m2["after_warm_start"]  # rank 0 ran the same warm start
+    assert m1["after_realm"]["recall@5"] == m2["after_realm"]["recall@5"]
+    rows = [line for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines() if '"stage": "realm"' in line]
+    assert len(rows) == 4
+
+
+@pytest.mark.slow
+def test_torchrun_finetune_writes_what_one_process_writes(demo_run, tmp_path):
+    """`torchrun --nproc_per_node 2 -m realm_lite.cli finetune` (gloo) against the same command in one process."""
     args = ["finetune", "--init", str(demo_run.out / "pretrain"), "--set", "qa_steps=3", "qa_batch=3", "qa_retrieve=8",
             "qa_read=3", "log_every=1", "progress=false"]
-    assert main([*args, "--out", str(tmp_path / "one")]) == 0
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
-           "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "realm_lite.cli", *args, "--out", str(tmp_path / "two")],
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("fine-tuned realm written to") == 1  # rank 0 alone reports
+    _cli([*args, "--out", str(tmp_path / "one")])
+    printed = _cli([*args, "--out", str(tmp_path / "two")], ranks=2)
+    assert printed.count("fine-tuned realm written to") == 1  # rank 0 alone reports
     one, two = (torch.load(tmp_path / d / "checkpoint.pt", weights_only=False)["model"] for d in ("one", "two"))
     assert max((one[k].float() - two[k].float()).abs().max().item() for k in one) < 1e-5
     rows = [line for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines() if '"stage": "qa"' in line]
