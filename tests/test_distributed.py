@@ -1,4 +1,7 @@
-"""realm_lite.distributed on CPU processes with gloo: the sharded index returns what one index over all blocks does."""
+"""realm_lite.distributed on CPU processes (gloo): the sharded index, data-parallel REALM and fine-tuning against one
+process, the torchrun commands, and a rank that dies."""
+import re
+
 import pytest
 import torch
 import torch.distributed as td
@@ -227,3 +230,48 @@ def test_torchrun_finetune_writes_what_one_process_writes(demo_run, tmp_path):
     assert max((one[k].float() - two[k].float()).abs().max().item() for k in one) < 1e-5
     rows = [line for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines() if '"stage": "qa"' in line]
     assert len(rows) == 3 and len((tmp_path / "two" / "commands.jsonl").read_text().splitlines()) == 1
+
+
+DYING_RANK = """
+import os, sys
+import torch
+from realm_lite import training
+from realm_lite.config import get_config
+from realm_lite.distributed import setup
+from realm_lite.pretrain import setup_run, train_realm
+
+dist = setup("cpu")
+step = training.Loop.step
+
+
+def dying_step(self):
+    if dist.rank == 1 and self.done == 1:
+        os._exit(3)  # a rank lost in its second step, as a crash or an out-of-memory kill would
+    step(self)
+
+
+training.Loop.step = dying_step
+cfg = get_config("quick", realm_steps=20, batch_size=4, refresh_mode="sync", refresh_every=5, progress=False)
+run = setup_run("world", cfg, sys.argv[1] + f"/corpus-{dist.rank}", log=lambda s: None)
+train_realm(run.model, run.pool, run.blocks, run.inputs, run.tokenizer, cfg, sys.argv[1] + "/run", run.device,
+            log=lambda s: None, dist=dist)
+"""
+
+
+@pytest.mark.slow
+def test_a_rank_that_dies_fails_the_job_without_a_hang(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = tmp_path / "dying.py"
+    script.write_text(DYING_RANK)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+           "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0  # torchrun stops the rank left waiting in the all-reduce, and fails
+    root_cause = done.stderr[done.stderr.find("Root Cause"):]
+    assert re.search(r"rank\s+:\s+1\b[^\n]*\n\s+exitcode\s+:\s+3\b", root_cause), done.stderr[-2000:]
