@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import io
+import os
 import queue
 import time
 import traceback
@@ -38,9 +39,18 @@ def build_index(tower, blocks, tokenizer, cfg, device="cpu", version: str = "") 
 
 def _builder_main(ids, pad_id: int, cfg, device: str, tasks, results):
     """The builder process: for each (snapshot, index path, step) task, load the snapshot, embed the pre-tokenized
-    corpus, write the index atomically and report; until a None task."""
+    corpus, write the index atomically and report; until a None task, or until the trainer is gone."""
     torch.set_num_threads(max(1, cfg.builder_threads))
-    while (task := tasks.get()) is not None:
+    trainer = os.getppid()
+    while True:
+        try:
+            task = tasks.get(timeout=2.0)
+        except queue.Empty:
+            if os.getppid() != trainer:  # the trainer was killed without a word: do not outlive it
+                return
+            continue
+        if task is None:
+            return
         snapshot_path, out_path, step = task
         try:
             tower = torch.load(snapshot_path, map_location=device, weights_only=False)

@@ -76,3 +76,56 @@ def test_async_refresh_swaps_in_an_index_and_survives_a_killed_builder(blocks, w
     ck = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert ck["step"] == 8 and ck["index_step"] == GOOD  # trained to the last step on the last good index
     assert not ref.busy
+
+
+KILLED_TRAINER = """
+import os, signal, sys
+import torch
+from realm_lite.config import get_config
+from realm_lite.corpus import make_blocks, world_passages
+from realm_lite.refresh import IndexRefresher
+from realm_lite.retriever import Retriever
+from realm_lite.tokenizer import train_wordpiece
+from realm_lite.world import World
+
+if __name__ == "__main__":
+    cfg = get_config("quick", world_entities=60)
+    world = World.generate(cfg)
+    tok = train_wordpiece([f"{d.title} {d.text}" for d in world.documents], 1000, sys.argv[1] + "/tok")
+    blocks = make_blocks(world_passages(world), tok, cfg.block_len)[0]
+    tower = Retriever(cfg, len(tok)).embed_doc
+    ref = IndexRefresher(blocks, tok, cfg, sys.argv[1], mode="async", log=lambda s: None)
+    ref.request(tower, 0)
+    ref.request(tower, 1)
+    assert ref.poll(2, wait=True)
+    print(ref._proc.pid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # the trainer dies without closing its refresher
+"""
+
+
+@pytest.mark.slow
+def test_the_builder_does_not_outlive_a_killed_trainer(tmp_path):
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "trainer.py").write_text(KILLED_TRAINER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    with open(tmp_path / "printed", "w") as printed:  # a file, not a pipe: a builder left behind could hold a pipe
+        done = subprocess.run([sys.executable, str(tmp_path / "trainer.py"), str(tmp_path)], env=env,
+                              stdout=printed, stderr=subprocess.STDOUT, timeout=300)
+    assert done.returncode == -9, (tmp_path / "printed").read_text()[-2000:]
+    builder = int((tmp_path / "printed").read_text().split()[-1])
+
+    def running() -> bool:  # a zombie (ended, not yet reaped) counts as ended
+        try:
+            return Path(f"/proc/{builder}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.time() + 20
+    while time.time() < deadline and running():
+        time.sleep(0.2)
+    assert not running()  # it noticed, within its 2 s wait for work, and ended
