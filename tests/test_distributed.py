@@ -1,5 +1,6 @@
 """realm_lite.distributed on CPU processes (gloo): the sharded index, data-parallel REALM and fine-tuning against one
 process, the torchrun commands, and a rank that dies."""
+import contextlib
 import re
 
 import pytest
@@ -14,6 +15,18 @@ from realm_lite.mips import MipsIndex
 N, D = 101, 16
 
 
+@contextlib.contextmanager
+def _group(rank: int, world: int, rdzv: str):
+    """A spawned worker's gloo group for the block (none for a world of one)."""
+    if world > 1:
+        td.init_process_group("gloo", init_method=rdzv, rank=rank, world_size=world)
+    try:
+        yield
+    finally:
+        if world > 1:
+            td.destroy_process_group()
+
+
 def _queries(rank: int):
     """Rank r's queries and their trivial-retrieval exclusions (global ids, some in the other rank's shard)."""
     g = torch.Generator().manual_seed(10 + rank)
@@ -22,8 +35,7 @@ def _queries(rank: int):
 
 
 def _search_on_shards(rank: int, world: int, rdzv: str):
-    td.init_process_group("gloo", init_method=rdzv, rank=rank, world_size=world)
-    try:
+    with _group(rank, world, rdzv):
         emb = torch.randn(N, D, generator=torch.Generator().manual_seed(0))  # (N, D): every rank builds the same
         lo, hi = shard_range(N, rank, world)
         sharded = ShardedIndex(MipsIndex(emb[lo:hi]), offset=lo, total=N)
@@ -37,8 +49,6 @@ def _search_on_shards(rank: int, world: int, rdzv: str):
             assert all(not (set(row) & e) for row, e in zip(i.tolist(), excl))
         with pytest.raises(ValueError, match="exceeds"):
             sharded.search(q, N, exclude=excl)
-    finally:
-        td.destroy_process_group()
 
 
 @pytest.mark.parametrize("world", [2, 3])
@@ -101,10 +111,8 @@ def _realm(rank: int, world: int, rdzv: str, out):
     """REALM steps from a fresh model on `world` ranks (the same seed everywhere); rank 0 saves what it trained."""
     from realm_lite.pretrain import setup_run, train_realm
 
-    if world > 1:
-        td.init_process_group("gloo", init_method=rdzv, rank=rank, world_size=world)
     grads = _first_gradients()
-    try:
+    with _group(rank, world, rdzv):
         cfg = get_config("quick", **DP)
         run = setup_run("world", cfg, out / f"corpus-{world}-{rank}", log=lambda s: None)  # the same on every rank
         history = train_realm(run.model, run.pool, run.blocks, run.inputs, run.tokenizer, cfg, out / f"run-{world}",
@@ -112,9 +120,6 @@ def _realm(rank: int, world: int, rdzv: str, out):
         if rank == 0:
             torch.save({"history": history, "model": run.model.state_dict(), "grads": grads},
                        out / f"result-{world}.pt")
-    finally:
-        if world > 1:
-            td.destroy_process_group()
 
 
 @pytest.mark.slow
@@ -141,10 +146,8 @@ def _finetune(rank: int, world: int, rdzv: str, init, out):
     from realm_lite.qa import system_from_run
     from realm_lite.qa_data import load_qa
 
-    if world > 1:
-        td.init_process_group("gloo", init_method=rdzv, rank=rank, world_size=world)
     grads = _first_gradients()
-    try:
+    with _group(rank, world, rdzv):
         qa = system_from_run(init, "realm", dict(qa_steps=3, qa_batch=3, log_every=1, checkpoint_every=3,
                                                  qa_retrieve=8, qa_read=3, progress=False), log=lambda s: None)
         history = finetune(qa, load_qa("world", "train", world=qa.world), out / f"qa-{world}", log=lambda s: None,
@@ -152,9 +155,6 @@ def _finetune(rank: int, world: int, rdzv: str, init, out):
         if rank == 0:
             torch.save({"history": history, "model": qa.model.state_dict(), "grads": grads},
                        out / f"qa-result-{world}.pt")
-    finally:
-        if world > 1:
-            td.destroy_process_group()
 
 
 @pytest.mark.slow
