@@ -13,6 +13,16 @@ SQUAD_DIR = Path(os.environ.setdefault(
     "REALM_LITE_SQUAD", str(Path(__file__).resolve().parents[2] / "shared" / "data" / "squad-v1.1")))
 
 
+@pytest.fixture
+def kernel_env(monkeypatch):
+    """A notebook kernel (papermill) imports this checkout's realm_lite, whatever is installed, looks for no other
+    root, and stays offline."""
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+    monkeypatch.delenv("REALM_LITE_ROOT", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
 @pytest.fixture(scope="session")
 def cfg():
     return get_config("quick")

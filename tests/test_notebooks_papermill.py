@@ -1,7 +1,6 @@
 """The notebooks run through papermill from any working directory (one from an unrelated folder here, in quick mode;
 all of them from the repository root in tests/test_full_smoke.py); run folders go to the repository's runs/, never to
 the working directory."""
-import os
 from pathlib import Path
 
 import pytest
@@ -12,14 +11,6 @@ papermill = pytest.importorskip("papermill")
 
 ROOT = project_root(Path(__file__).parent)
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-
-
-@pytest.fixture
-def kernel_env(monkeypatch):
-    """The kernel imports this checkout's realm_lite, whatever is installed, and looks for no other root."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    monkeypatch.delenv("REALM_LITE_ROOT", raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 def execute(notebook: Path, cwd: Path, out: Path):
