@@ -47,7 +47,7 @@ from realm_lite.mips import MipsIndex
 from realm_lite.queries import QueryPool
 from realm_lite.realm import BlockInputs, Realm, candidate_scores, embed_queries, predict_spans, read, realm_loss
 from realm_lite.progress import Progress
-from realm_lite.refresh import IndexRefresher, build_index
+from realm_lite.refresh import IndexRefresher, build_index, build_sharded
 from realm_lite.training import (LOOP_KEYS, Checkpoints, Interrupted, Loop, append_log, load_checkpoint,
                                  load_weights, restore_rng, rng_states, save_checkpoint, scalars)
 
@@ -240,24 +240,21 @@ def train_realm(model: Realm, pool: QueryPool, blocks, inputs: BlockInputs, toke
     Checkpoints to run_dir/checkpoint.pt; with `resume`, continues from it. `stop_after` raises Interrupted
     after that step's checkpoint, as a crash would: for tests of resume. With `dist` of N > 1 ranks
     (realm_lite.distributed), each rank takes its share of every global batch of cfg.batch_size queries through
-    DistributedDataParallel, builds the same index (refresh_mode=sync), and rank 0 alone logs and checkpoints."""
+    DistributedDataParallel and holds and refreshes 1/N of the index (a ShardedIndex); rank 0 alone logs and writes
+    the checkpoint, each rank its index shard, and a resumed run needs as many ranks."""
     run_dir = Path(run_dir)
     _check_something_trains(cfg)
     dist = dist or Dist(device=torch.device(device))
-    if dist.world > 1 and cfg.refresh_mode != "sync":
-        raise ValueError(f"refresh_mode={cfg.refresh_mode!r} on {dist.world} ranks: data-parallel REALM refreshes its "
-                         "index with refresh_mode=sync (every rank builds it)")
     if not dist.main:
         log, cfg = (lambda s: None), cfg.replace(progress=False)
-    refresher = IndexRefresher(blocks, tokenizer, cfg, run_dir, mode=cfg.refresh_mode, device=device, log=log)
+    refresher = IndexRefresher(blocks, tokenizer, cfg, run_dir, mode=cfg.refresh_mode, device=device, log=log,
+                               dist=dist)
     ckpt_path, ck = run_dir / "checkpoint.pt", None
     if resume and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path, "REALM checkpoint",
                              keys=("model", "scheduler", "index_file", "index_step", "index_version", *LOOP_KEYS[1:]))
         load_weights(model, ck["model"], ckpt_path)
-        index = MipsIndex.load(run_dir / ck["index_file"], expect_version=ck["index_version"],
-                               expect_size=len(blocks), device=device, backend=cfg.index)
-        refresher.adopt(index, ck["index_step"])
+        refresher.resume(ck)
         log(f"resumed at step {ck['step']} (index from step {ck['index_step']})")
     params = [{"params": model.retriever.parameters(), "lr": cfg.retriever_lr},
               {"params": model.reader.parameters(), "lr": cfg.reader_lr}]
@@ -268,7 +265,8 @@ def train_realm(model: Realm, pool: QueryPool, blocks, inputs: BlockInputs, toke
     loop = Loop("realm", cfg.realm_steps, params, cfg, weight_decay=cfg.weight_decay, warmup=cfg.warmup_steps,
                 clip=cfg.clip_norm, rng=random.Random(cfg.seed), device=device, log=log, desc="REALM",
                 summarize=_summarize, checkpoints=Checkpoints(run_dir, save, resume=ck, stop_after=stop_after,
-                                                                  writes=dist.main),
+                                                                  writes=dist.main,
+                                                                  every_rank=refresher.save_for_checkpoint),
                 scale_loss=amp_dtype(cfg, device) == torch.float16)  # fp16 gradients underflow unscaled
     if ck is None:
         refresher.request(model.retriever.embed_doc, 0)
@@ -305,16 +303,10 @@ def _summarize(window: list[dict]) -> dict:
 
 
 def _checkpoint(state: dict, model: Realm, refresher: IndexRefresher, run_dir: Path) -> None:
-    """The index in use first (its own file), then the checkpoint that names it; older index files go last."""
-    index_file = f"index/ckpt-{refresher.index_step}.pt"
-    if not (run_dir / index_file).exists():
-        refresher.index.save(run_dir / index_file)
-    save_checkpoint({**state, "model": model.state_dict(), "index_file": index_file,
-                     "index_step": refresher.index_step, "index_version": refresher.index.version},
-                    run_dir / "checkpoint.pt")
-    for old in (run_dir / "index").glob("ckpt-*.pt"):
-        if old.name != Path(index_file).name:
-            old.unlink(missing_ok=True)
+    """The checkpoint that names the index in use (written before it by every rank: refresher.save_for_checkpoint);
+    older index files go last."""
+    save_checkpoint({**state, "model": model.state_dict(), **refresher.checkpoint_fields()}, run_dir / "checkpoint.pt")
+    refresher.forget_older()
 
 
 # ---- the whole run -----------------------------------------------------------------------------
@@ -390,14 +382,12 @@ def pretrain(spec: str, cfg, out_dir, resume: bool = False, log=print,
     warmstart.pt is written. Returns {"stopped_at": stop_after} then.
 
     Under torchrun (`dist` of N > 1 ranks): rank 0 prepares the corpus and runs the warm starts while the others
-    wait, then loads them; REALM is data-parallel (train_realm); rank 0 evaluates and writes. The others return {}."""
+    wait, then loads them; REALM is data-parallel with the index sharded (train_realm); every rank embeds its shard
+    for the final evaluation, rank 0 reports and writes. The others return {}."""
     out, t0 = Path(out_dir), time.time()
     dist = dist or Dist()
     if not resume:
         _check_something_trains(cfg)  # before the corpus and warm starts, not after them
-        if dist.world > 1 and cfg.refresh_mode != "sync":
-            raise ValueError(f"refresh_mode={cfg.refresh_mode!r} on {dist.world} ranks: data-parallel REALM refreshes "
-                             "its index with refresh_mode=sync (--set refresh_mode=sync)")
     if not dist.main:
         log = lambda s: None  # noqa: E731
     stop = ("realm", stop_after) if isinstance(stop_after, int) else stop_after
@@ -422,10 +412,11 @@ def pretrain(spec: str, cfg, out_dir, resume: bool = False, log=print,
                               stop[1] if stop and stop[0] == "realm" else None, dist=dist)
     except Interrupted:
         return {"stopped_at": stop_after}
+    index = build_sharded(model.retriever.embed_doc, blocks, tokenizer, cfg, device, dist)  # searched together
+    final = evaluate(model, index, eval_queries, inputs, cfg if dist.main else cfg.replace(progress=False), device,
+                     log=log)
     if not dist.main:
         return {}
-    index = build_index(model.retriever.embed_doc, blocks, tokenizer, cfg, device)
-    final = evaluate(model, index, eval_queries, inputs, cfg, device, log=log)
     append_log(out, {"stage": "evaluate", "after": "REALM", **final})
     log(f"after REALM: {_fmt(final)}")
     metrics = {"preset": cfg.preset, "corpus": spec, "masking": cfg.masking, "warm_start": cfg.warm_start,

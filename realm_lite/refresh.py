@@ -7,6 +7,11 @@ meanwhile with the stale one. Staleness = steps between the snapshot and each us
 one process, started at the first asynchronous request with the corpus tokenized once, that stays alive between
 refreshes; one that dies is started again at the next request, and training goes on with the last good index.
 
+On N ranks (realm_lite.distributed) each rank holds and re-embeds its own 1/N of the blocks, a ShardedIndex searched
+together: "sync" refreshes on the training ranks between steps, "async" in one builder process per rank. An async
+refresh goes in on every rank at the same step, once every rank's builder has answered; if one failed, no rank
+swaps and all train on, on the last good index.
+
     refresher = IndexRefresher(blocks, tokenizer, cfg, run_dir, mode="async")
     refresher.request(doc_tower, step)        # snapshot now, build in the builder process
     if refresher.poll(step): ...               # a finished index was swapped in
@@ -18,6 +23,7 @@ import copy
 import io
 import os
 import queue
+import re
 import time
 import traceback
 from pathlib import Path
@@ -25,6 +31,7 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
+from realm_lite.distributed import Dist, ShardedIndex, barrier, shard_range
 from realm_lite.io import atomic_write_bytes
 from realm_lite.mips import MipsIndex, fingerprint
 from realm_lite.retriever import embed_blocks, embed_ids, embed_in_bf16, tokenize_blocks
@@ -35,6 +42,15 @@ def build_index(tower, blocks, tokenizer, cfg, device="cpu", version: str = "") 
     emb = embed_blocks(tower, blocks, tokenizer, cfg.block_len, device=device,
                        autocast=embed_in_bf16(cfg, device))
     return MipsIndex(emb, cfg.index, version=version or fingerprint(tower))
+
+
+def build_sharded(tower, blocks, tokenizer, cfg, device="cpu", dist: Dist | None = None) -> MipsIndex | ShardedIndex:
+    """`build_index` in one process; on several ranks, each embeds its share of the blocks, searched together."""
+    dist = dist or Dist()
+    if dist.world == 1:
+        return build_index(tower, blocks, tokenizer, cfg, device)
+    lo, hi = shard_range(len(blocks), dist.rank, dist.world)
+    return ShardedIndex(build_index(tower, blocks[lo:hi], tokenizer, cfg, device), lo, len(blocks))
 
 
 def _builder_main(ids, pad_id: int, cfg, device: str, tasks, results):
@@ -67,18 +83,31 @@ def _builder_main(ids, pad_id: int, cfg, device: str, tasks, results):
 class IndexRefresher:
     """Owns the current index and the builder: `request` a refresh, `poll` to swap in a finished one."""
 
-    def __init__(self, blocks, tokenizer, cfg, run_dir: str | Path, mode: str = "async", device="cpu", log=print):
+    def __init__(self, blocks, tokenizer, cfg, run_dir: str | Path, mode: str = "async", device="cpu", log=print,
+                 dist: Dist | None = None):
         if mode not in ("async", "sync"):
             raise ValueError(f"unknown refresh mode {mode!r}; valid: async, sync")
         self.blocks, self.tokenizer, self.cfg, self.mode, self.device, self.log = blocks, tokenizer, cfg, mode, device, log
+        self.dist = dist or Dist(device=torch.device(device))
+        self.lo, self.hi = shard_range(len(blocks), self.dist.rank, self.dist.world)  # this rank's blocks
         self.dir = Path(run_dir) / "index"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.index: MipsIndex | None = None
+        self.index: MipsIndex | ShardedIndex | None = None
         self.index_step = -1  # the step of the snapshot that built the current index
         self.refreshes, self.failures = 0, 0
-        self._ids = None  # the corpus's wordpiece ids, tokenized once for the builder
+        self._ids = None  # this rank's blocks as wordpiece ids, tokenized once for the builder
         self._proc, self._tasks, self._results = None, None, None  # the builder process and its queues
         self._pending = None  # the step of the snapshot being built
+        self._answer = None  # this rank's builder's answer, held until every rank's builder has answered
+        self._saved = None  # (snapshot step, version) of the index file last written for a checkpoint
+
+    @property
+    def local(self) -> MipsIndex:
+        """The index this process holds: all of it in one process, this rank's shard on several."""
+        return getattr(self.index, "local", self.index)
+
+    def _whole(self, local: MipsIndex) -> MipsIndex | ShardedIndex:
+        return local if self.dist.world == 1 else ShardedIndex(local, self.lo, len(self.blocks))
 
     def staleness(self, step: int) -> int:
         return step - self.index_step
@@ -91,24 +120,25 @@ class IndexRefresher:
     def request(self, doc_tower, step: int) -> None:
         """Snapshot Embed_doc now; build at once (sync) or in the builder process (async, skipped while it builds)."""
         if self.mode == "sync" or self.index is None:  # the first index is always built in place
-            self._swap(build_index(doc_tower, self.blocks, self.tokenizer, self.cfg, self.device), step)
+            self._swap(build_sharded(doc_tower, self.blocks, self.tokenizer, self.cfg, self.device, self.dist), step)
             return
         if self.busy:
             return
         snap = copy.deepcopy(doc_tower).cpu().eval()
         buf = io.BytesIO()
         torch.save(snap, buf)
-        snapshot_path = self.dir / "snapshot.pt"
+        mine = "" if self.dist.world == 1 else f"-rank{self.dist.rank}"
+        snapshot_path = self.dir / f"snapshot{mine}.pt"
         atomic_write_bytes(snapshot_path, buf.getvalue())
         if self._proc is None:
             self._start_builder()
-        self._tasks.put((str(snapshot_path), str(self.dir / f"index-{step}.pt"), step))
+        self._tasks.put((str(snapshot_path), str(self.dir / f"index-{step}{mine}.pt"), step))
         self._pending = step
 
     def _start_builder(self) -> None:
         """A builder process holding the tokenized corpus (spawned: safe with threads and CUDA)."""
         if self._ids is None:
-            self._ids = tokenize_blocks(self.blocks, self.tokenizer, self.cfg.block_len)
+            self._ids = tokenize_blocks(self.blocks[self.lo:self.hi], self.tokenizer, self.cfg.block_len)
         ctx = mp.get_context("spawn")
         self._tasks, self._results = ctx.Queue(), ctx.Queue()
         self._proc = ctx.Process(target=_builder_main, daemon=True,
@@ -117,13 +147,16 @@ class IndexRefresher:
         self._proc.start()
 
     def poll(self, step: int, wait: bool = False) -> bool:
-        """Swap in a finished index; True if one was swapped in. A dead builder is logged, not fatal."""
+        """Swap in a finished index; True if one was swapped in. A dead builder is logged, not fatal. On several
+        ranks every rank polls at the same steps (a collective), and all swap together or not at all."""
         if not self.busy:
             return False
-        msg = self._receive(wait)
+        if self._answer is None:
+            self._answer = self._receive(wait)
+        msg = self._answer if self.dist.world == 1 else self._agreed(self._answer)
         if msg is None:
             return False
-        self._pending = None
+        self._pending, self._answer = None, None
         if not self._proc.is_alive():  # a new one is started at the next request
             self._proc.join(timeout=5)
             self._proc, self._tasks, self._results = None, None, None
@@ -133,9 +166,23 @@ class IndexRefresher:
                      f"training continues on the index from step {self.index_step}")
             return False
         index = MipsIndex.load(msg["path"], device=self.device)
-        self._swap(index, msg["step"])
+        self._swap(self._whole(index), msg["step"])
         Path(msg["path"]).unlink(missing_ok=True)
         return True
+
+    def _agreed(self, msg: dict | None) -> dict | None:
+        """Every rank's verdict on this rank's answer: None while any builder is still at work; a failure, on every
+        rank, when any builder failed (a shard of the new index alone must not go in); else this rank's answer."""
+        import torch.distributed as td
+
+        t = torch.tensor([msg is None, msg is not None and not msg["ok"]], dtype=torch.int32, device=self.dist.device)
+        td.all_reduce(t)  # (still building, failed) counted over the ranks
+        if t[0] > 0:
+            return None
+        if t[1] > 0 and msg["ok"]:
+            Path(msg["path"]).unlink(missing_ok=True)
+            return {"ok": False, "step": msg["step"], "error": f"the builder of {int(t[1])} other rank(s) failed"}
+        return msg
 
     def _receive(self, wait: bool) -> dict | None:
         """The builder's message; a synthesized failure if it exited without one; None if still running."""
@@ -153,10 +200,50 @@ class IndexRefresher:
                     return None
 
     def adopt(self, index: MipsIndex, snapshot_step: int) -> None:
-        """Start from an existing index (a resumed run's), built from the snapshot taken at `snapshot_step`."""
-        if len(index) != len(self.blocks):
-            raise ValueError(f"index holds {len(index)} blocks, the corpus has {len(self.blocks)}")
-        self.index, self.index_step = index, snapshot_step
+        """Start from an existing index (a resumed run's; this rank's shard on several), built from the snapshot
+        taken at `snapshot_step`."""
+        if len(index) != self.hi - self.lo:
+            where = "the corpus has" if self.dist.world == 1 else f"rank {self.dist.rank}'s share of the corpus is"
+            raise ValueError(f"index holds {len(index)} blocks, {where} {self.hi - self.lo}")
+        self.index, self.index_step = self._whole(index), snapshot_step
+
+    # ---- in a checkpoint --------------------------------------------------------------------------------------
+    def save_for_checkpoint(self) -> None:
+        """Write the index in use (this rank's shard) for a checkpoint, unless written already; then wait for every
+        rank, so that the checkpoint rank 0 writes next names only files that exist."""
+        if self._saved != (self.index_step, self.index.version):
+            self.local.save(self.dir.parent / self._file().format(rank=self.dist.rank))
+            self._saved = (self.index_step, self.index.version)
+        barrier(self.dist)
+
+    def checkpoint_fields(self) -> dict:
+        """What a checkpoint records of the index: its file(s), snapshot step, version and number of shards."""
+        return {"index_file": self._file(), "index_step": self.index_step, "index_version": self.index.version,
+                "index_ranks": self.dist.world}
+
+    def resume(self, ck: dict) -> None:
+        """Continue on the index a checkpoint names (this rank's shard, on as many ranks as wrote it)."""
+        ranks = ck.get("index_ranks", 1)
+        if ranks != self.dist.world:
+            raise ValueError(f"the checkpoint's index is split over {ranks} rank(s): resume it on {ranks} "
+                             f"(torchrun --nproc_per_node {ranks}), not {self.dist.world}")
+        index = MipsIndex.load(self.dir.parent / ck["index_file"].format(rank=self.dist.rank),
+                               expect_version=ck["index_version"], expect_size=self.hi - self.lo, device=self.device,
+                               backend=self.cfg.index)
+        self.adopt(index, ck["index_step"])
+        self._saved = (self.index_step, index.version)
+
+    def forget_older(self) -> None:
+        """Remove the index files of checkpoints older than the index in use (after a checkpoint names it)."""
+        for old in self.dir.glob("ckpt-*.pt"):
+            found = re.match(r"ckpt-(\d+)", old.name)
+            if found and int(found.group(1)) < self.index_step:
+                old.unlink(missing_ok=True)
+
+    def _file(self, step: int | None = None) -> str:
+        step = self.index_step if step is None else step
+        return f"index/ckpt-{step}.pt" if self.dist.world == 1 else \
+            f"index/ckpt-{step}-rank{{rank}}-of-{self.dist.world}.pt"
 
     def _swap(self, index: MipsIndex, snapshot_step: int) -> None:
         self.index, self.index_step = index, snapshot_step
@@ -174,4 +261,4 @@ class IndexRefresher:
             self._tasks.put(None)
             self._proc.join(timeout=5)
         self.kill_builder()
-        self._proc, self._tasks, self._results, self._pending = None, None, None, None
+        self._proc, self._tasks, self._results, self._pending, self._answer = None, None, None, None, None

@@ -136,6 +136,7 @@ class Checkpoints:
     resume: dict | None = None  # a checkpoint of this stage to continue from
     stop_after: int | None = None  # raise Interrupted after this step's checkpoint
     writes: bool = True  # this process writes the log and checkpoints (of several ranks, rank 0 alone)
+    every_rank: Callable[[], None] | None = None  # what every rank writes before the checkpoint (its index shard)
 
 
 def mean_row(window: list[dict]) -> dict:
@@ -200,9 +201,11 @@ class Loop:
                     self._log_row((self.done - start) / max(time.time() - self.t0, 1e-9), progress)
                 ck = self.checkpoints
                 stop = ck is not None and ck.stop_after is not None and ck.stop_after <= self.done < self.total
-                if ck is not None and ck.writes and (self.done % self.cfg.checkpoint_every == 0
-                                                     or self.done == self.total or stop):
-                    ck.save(self.state())
+                if ck is not None and (self.done % self.cfg.checkpoint_every == 0 or self.done == self.total or stop):
+                    if ck.every_rank is not None:
+                        ck.every_rank()
+                    if ck.writes:
+                        ck.save(self.state())
                 if stop:
                     raise Interrupted(f"{self.stage} stopped after step {self.done}")
         finally:

@@ -44,6 +44,14 @@ def tokenizer(world, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def blocks(world, tokenizer, cfg):
+    """The quick world's passages cut into REALM's blocks."""
+    from realm_lite.corpus import make_blocks, world_passages
+
+    return make_blocks(world_passages(world), tokenizer, cfg.block_len)[0]
+
+
+@pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
     """`realm-lite demo` run once, every stage with fewer steps (the quick preset's would add a minute and check
     nothing more): a namespace of out (its --out), code (exit code), printed (stdout) and overrides (its --set)."""

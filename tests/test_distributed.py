@@ -108,18 +108,34 @@ DP = dict(realm_steps=3, batch_size=5, refresh_mode="sync", refresh_every=2, log
 
 
 def _realm(rank: int, world: int, rdzv: str, out):
-    """REALM steps from a fresh model on `world` ranks (the same seed everywhere); rank 0 saves what it trained."""
+    """REALM steps from a fresh model on `world` ranks (the same seed everywhere); rank 0 saves what it trained.
+    On several ranks, the same run again stopped after step 2 and resumed from its checkpoint and index shards."""
     from realm_lite.pretrain import setup_run, train_realm
+    from realm_lite.training import Interrupted
 
     grads = _first_gradients()
     with _group(rank, world, rdzv):
         cfg = get_config("quick", **DP)
-        run = setup_run("world", cfg, out / f"corpus-{world}-{rank}", log=lambda s: None)  # the same on every rank
+        corpus = out / f"corpus-{world}-{rank}"
+        run = setup_run("world", cfg, corpus, log=lambda s: None)  # the same on every rank
         history = train_realm(run.model, run.pool, run.blocks, run.inputs, run.tokenizer, cfg, out / f"run-{world}",
                               run.device, log=lambda s: None, dist=Dist(rank, world))
         if rank == 0:
             torch.save({"history": history, "model": run.model.state_dict(), "grads": grads},
                        out / f"result-{world}.pt")
+        if world == 1:
+            return
+        stopped = setup_run("world", cfg, corpus, resume=True, log=lambda s: None)
+        with pytest.raises(Interrupted):
+            train_realm(stopped.model, stopped.pool, stopped.blocks, stopped.inputs, stopped.tokenizer,
+                        cfg.replace(checkpoint_every=1), out / "stopped", run.device, log=lambda s: None, stop_after=2,
+                        dist=Dist(rank, world))
+        resumed = setup_run("world", cfg, corpus, resume=True, log=lambda s: None)
+        train_realm(resumed.model, resumed.pool, resumed.blocks, resumed.inputs, resumed.tokenizer,
+                    cfg.replace(checkpoint_every=1), out / "stopped", run.device, resume=True, log=lambda s: None,
+                    dist=Dist(rank, world))
+        if rank == 0:
+            torch.save(resumed.model.state_dict(), out / "resumed.pt")
 
 
 @pytest.mark.slow
@@ -138,6 +154,26 @@ def test_two_ranks_train_as_one_process_with_the_same_global_batch(tmp_path):
     assert (tmp_path / "run-2" / "checkpoint.pt").is_file()  # written by rank 0
     logged = (tmp_path / "run-2" / "log.jsonl").read_text().splitlines()
     assert len([line for line in logged if '"stage": "realm"' in line]) == DP["realm_steps"]  # once, not per rank
+    # each rank wrote its half of the index; the checkpoint names both; a resumed run continues exactly
+    ck = torch.load(tmp_path / "run-2" / "checkpoint.pt", weights_only=False)
+    assert (ck["index_ranks"], ck["index_step"], ck["index_file"]) == (2, 2, "index/ckpt-2-rank{rank}-of-2.pt")
+    shards = sorted(p.name for p in (tmp_path / "run-2" / "index").glob("ckpt-*.pt"))
+    assert shards == ["ckpt-2-rank0-of-2.pt", "ckpt-2-rank1-of-2.pt"]  # the step-0 ones gone
+    sizes = [len(MipsIndex.load(tmp_path / "run-2" / "index" / name)) for name in shards]
+    blocks = len((tmp_path / "corpus-2-0" / "blocks.jsonl").read_text().splitlines())
+    assert sum(sizes) == blocks and abs(sizes[0] - sizes[1]) <= 1
+    resumed = torch.load(tmp_path / "resumed.pt", weights_only=False)
+    assert max((two["model"][k].float() - resumed[k].float()).abs().max().item() for k in resumed) < 1e-6
+
+
+def test_a_sharded_checkpoint_resumes_only_on_as_many_ranks(blocks, tokenizer, cfg, tmp_path):
+    from realm_lite.refresh import IndexRefresher
+
+    ck = {"index_ranks": 2, "index_file": "index/ckpt-2-rank{rank}-of-2.pt", "index_step": 2, "index_version": "x"}
+    refresher = IndexRefresher(blocks, tokenizer, cfg, tmp_path / "run", mode="sync", log=lambda s: None)
+    with pytest.raises(ValueError, match=r"split over 2 rank\(s\): resume it on 2 \(torchrun --nproc_per_node 2\), "
+                                         r"not 1"):
+        refresher.resume(ck)
 
 
 def _finetune(rank: int, world: int, rdzv: str, init, out):
@@ -275,3 +311,61 @@ def test_a_rank_that_dies_fails_the_job_without_a_hang(tmp_path):
     assert done.returncode != 0  # torchrun stops the rank left waiting in the all-reduce, and fails
     root_cause = done.stderr[done.stderr.find("Root Cause"):]
     assert re.search(r"rank\s+:\s+1\b[^\n]*\n\s+exitcode\s+:\s+3\b", root_cause), done.stderr[-2000:]
+
+
+# ---- asynchronous refresh on several ranks --------------------------------------------------------------------
+ASYNC = dict(DP, realm_steps=8, batch_size=4, refresh_mode="async", refresh_every=3, checkpoint_every=100,
+             builder_threads=1)
+GOOD, KILLED = 3, 6  # refreshes requested at steps 3 and 6; rank 1's builder is killed during the second
+
+
+def _async(rank: int, world: int, rdzv: str, out):
+    """Async REALM on `world` ranks, each with a builder process for its shard; the last rank's builder is killed
+    mid-refresh at step KILLED. Waits for the builders at GOOD + 1 and KILLED + 1, so that the run is repeatable."""
+    from realm_lite.pretrain import setup_run, train_realm
+    from realm_lite.refresh import IndexRefresher
+
+    request, poll, seen = IndexRefresher.request, IndexRefresher.poll, {"swaps": [], "refreshers": []}
+
+    def killing_request(self, doc_tower, step):
+        request(self, doc_tower, step)
+        if step == KILLED and self.dist.rank == self.dist.world - 1:
+            self.kill_builder()
+
+    def waiting_poll(self, step, wait=False):
+        swapped = poll(self, step, wait=wait or step in (GOOD + 1, KILLED + 1))
+        if swapped:
+            seen["swaps"].append((step, self.index_step))
+        if self not in seen["refreshers"]:
+            seen["refreshers"].append(self)
+        return swapped
+
+    IndexRefresher.request, IndexRefresher.poll = killing_request, waiting_poll
+    with _group(rank, world, rdzv):
+        cfg = get_config("quick", **ASYNC)
+        run = setup_run("world", cfg, out / f"corpus-{world}-{rank}", log=lambda s: None)
+        logs = []
+        history = train_realm(run.model, run.pool, run.blocks, run.inputs, run.tokenizer, cfg, out / f"run-{world}",
+                              run.device, log=logs.append, dist=Dist(rank, world))
+        (ref,) = seen["refreshers"]
+        torch.save({"history": history, "model": run.model.state_dict(), "swaps": seen["swaps"], "logs": logs,
+                    "failures": ref.failures, "index_step": ref.index_step, "version": ref.index.version},
+                   out / f"async-{world}-{rank}.pt")
+
+
+@pytest.mark.slow
+def test_a_killed_builder_rank_leaves_every_rank_on_the_last_good_index(tmp_path):
+    _async(0, 1, "", tmp_path)
+    mp.spawn(_async, args=(2, f"file://{tmp_path / 'rdzv'}", tmp_path), nprocs=2, join=True)
+    one, r0, r1 = (torch.load(tmp_path / f"async-{n}.pt", weights_only=False) for n in ("1-0", "2-0", "2-1"))
+    for r in (one, r0, r1):  # the step-3 index went in at step 4 everywhere; the killed refresh nowhere
+        assert r["swaps"] == [(GOOD + 1, GOOD)] and r["failures"] == 1 and r["index_step"] == GOOD
+        assert [h["staleness"] for h in r["history"]] == [0, 1, 2, 3, 1, 2, 3, 4]
+    assert r0["version"] == r1["version"]  # both shards from the same snapshot (one process's differs in float sums)
+    died = [line for line in r0["logs"] if "died" in line]  # rank 0's own builder finished: the other's failed
+    assert len(died) == 1 and "builder of 1 other rank(s) failed" in died[0] and not r1["logs"]
+    for a, b in zip(one["history"], r0["history"]):  # two ranks trained as one process did, on the same indexes
+        assert (a["loss"], a["gold_recall"]) == pytest.approx((b["loss"], b["gold_recall"]), abs=1e-3), (a, b)
+    worst = max((one["model"][k].float() - r0["model"][k].float()).abs().max().item() for k in one["model"])
+    assert worst < 2e-3  # Adam turns float-sum noise in a near-zero gradient into up to lr (1e-3) a step
+    assert not list((tmp_path / "run-2" / "index").glob("index-*"))  # rank 0's unused half removed

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from realm_lite.cli import main
-from realm_lite.corpus import make_blocks, world_passages
 from realm_lite.batching import join
 from realm_lite.mips import MipsIndex
 from realm_lite.pretrain import freeze_untrained, load_run, pretrain, train_realm
@@ -17,11 +16,6 @@ from realm_lite.refresh import build_index
 
 TINY = dict(ict_steps=5, realm_steps=6, batch_size=4, refresh_every=2, refresh_mode="sync", eval_queries=12,
             log_every=2, checkpoint_every=100, warmup_steps=2)
-
-
-@pytest.fixture(scope="module")
-def blocks(world, tokenizer, cfg):
-    return make_blocks(world_passages(world), tokenizer, cfg.block_len)[0]
 
 
 @pytest.fixture(scope="module")

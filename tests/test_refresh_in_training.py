@@ -5,7 +5,6 @@ import os
 import pytest
 import torch
 
-from realm_lite.corpus import make_blocks, world_passages
 from realm_lite.pretrain import train_realm
 from realm_lite.queries import QueryPool
 from realm_lite.realm import BlockInputs, Realm
@@ -15,11 +14,6 @@ from realm_lite.refresh import IndexRefresher
 RUN = dict(realm_steps=8, batch_size=2, refresh_every=3, refresh_mode="async", log_every=1, checkpoint_every=100,
            warmup_steps=2, builder_threads=1)
 GOOD, KILLED = 3, 6
-
-
-@pytest.fixture(scope="module")
-def blocks(world, tokenizer, cfg):
-    return make_blocks(world_passages(world), tokenizer, cfg.block_len)[0]
 
 
 @pytest.mark.slow

@@ -6,7 +6,6 @@ import random
 import pytest
 import torch
 
-from realm_lite.corpus import make_blocks, world_passages
 from realm_lite.ict import ict_pair, train_ict
 from realm_lite.marginal import (KnowledgeAugmentedEncoder, join_inputs, marginal_gain, marginal_log_likelihood,
                                  pad_targets, relevance_gradient, retrieval_utility, top_retrieval_utility)
@@ -15,11 +14,6 @@ from realm_lite.mips import MipsIndex, fingerprint
 from realm_lite.refresh import IndexRefresher
 from realm_lite.retriever import (Retriever, build_bert, embed_blocks, embed_in_bf16, encode_blocks, encode_queries,
                                   tokenize_blocks)
-
-
-@pytest.fixture(scope="module")
-def blocks(world, tokenizer, cfg):
-    return make_blocks(world_passages(world), tokenizer, cfg.block_len)[0]
 
 
 @pytest.fixture(scope="module")
