@@ -13,6 +13,8 @@ pattern Atlas uses). One process is the case N = 1: no process group, nothing ga
 Data parallel: every rank draws the same global batch of B queries (the same seed), takes its share of them
 (`shard_range(B, rank, N)`) and runs the loss through DistributedDataParallel, which averages the gradients; each
 rank's loss is scaled by N·B_r/B, so that the average is the gradient of the global batch's mean loss, whatever N.
+In-batch negatives (the ICT and salient warm starts) score a rank's queries against every rank's blocks
+(`gather_with_grad`, whose backward returns each block's gradient to the rank that embedded it).
 """
 from __future__ import annotations
 
@@ -185,6 +187,33 @@ def data_parallel(model: nn.Module, loss_fn: Callable, dist: Dist) -> Callable:
 
     return DistributedDataParallel(_Step(model, loss_fn),
                                    device_ids=[dist.device] if dist.device.type == "cuda" else None)
+
+
+class _GatherRows(torch.autograd.Function):
+    """All ranks' rows, concatenated; backward: the gradients every rank's loss sends to this rank's rows, summed."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor, sizes: list[int], rank: int) -> torch.Tensor:
+        ctx.lo, ctx.hi = sum(sizes[:rank]), sum(sizes[:rank + 1])
+        return _gather_rows(t.contiguous(), 0, sizes)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous().clone()  # (ΣB_r, ...): this rank's loss's gradient for every rank's rows
+        td.all_reduce(grad)  # summed over the ranks' losses
+        return grad[ctx.lo:ctx.hi], None, None
+
+
+def gather_with_grad(t: torch.Tensor, dist: Dist) -> tuple[torch.Tensor, int]:
+    """Every rank's rows of `t` (B_r, ...) in rank order, (ΣB_r, ...), with gradients flowing back to the rank that
+    holds each row (summed over every rank's loss); and where this rank's rows start. In-batch negatives over the
+    global batch: a rank's queries score every rank's blocks."""
+    if dist.world == 1:
+        return t, 0
+    sizes = [torch.zeros(1, dtype=torch.long, device=t.device) for _ in range(dist.world)]
+    td.all_gather(sizes, torch.tensor([len(t)], device=t.device))
+    sizes = [int(n) for n in sizes]
+    return _GatherRows.apply(t, sizes, dist.rank), sum(sizes[:dist.rank])
 
 
 def my_share(items: list, dist: Dist) -> tuple[list, float]:

@@ -13,8 +13,9 @@ import random
 import torch
 import torch.nn.functional as F
 
+from realm_lite.distributed import Dist, data_parallel, gather_with_grad, global_row, my_share
 from realm_lite.retriever import Retriever, encode_blocks, encode_queries
-from realm_lite.training import Checkpoints, Loop, warm_schedule
+from realm_lite.training import Checkpoints, Loop, scalars, warm_schedule
 
 
 def split_heldout(blocks, fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -36,20 +37,34 @@ def ict_pair(block, rng: random.Random, remove_prob: float) -> tuple[str, str] |
     return query, " ".join(context.split())
 
 
+def in_batch_loss(retriever: Retriever, x: torch.Tensor, z: torch.Tensor, dist: Dist | None = None) -> dict:
+    """Softmax over the batch's blocks, x_i's positive z_i: -log P(z_i | x_i) averaged, and the in-batch accuracy.
+    (B, D) queries and blocks; on N ranks this rank's share of them, scored against every rank's blocks."""
+    z_all, first = gather_with_grad(z, dist or Dist())  # (B_all, D): the global batch's blocks
+    logits = retriever.relevance(x, z_all)  # (B, B_all)
+    target = torch.arange(first, first + len(x), device=logits.device)
+    return {"loss": F.cross_entropy(logits, target), "in_batch_acc": (logits.argmax(-1) == target).float().mean()}
+
+
 def ict_loss(retriever: Retriever, queries: list[str], titles: list[str], contexts: list[str], tokenizer, cfg,
              device) -> tuple[torch.Tensor, float]:
     """In-batch softmax loss and accuracy: query i's positive is context i, the others are negatives."""
+    out = _ict_step(retriever, queries, titles, contexts, tokenizer, cfg, device)
+    return out["loss"], out["in_batch_acc"].item()
+
+
+def _ict_step(retriever: Retriever, queries, titles, contexts, tokenizer, cfg, device, dist: Dist | None = None):
     q = retriever.embed_input(**encode_queries(queries, tokenizer, cfg.query_len, device))  # (B, D)
     z = retriever.embed_doc(**encode_blocks(titles, contexts, tokenizer, cfg.block_len, device))  # (B, D)
-    logits = retriever.relevance(q, z)  # (B, B)
-    target = torch.arange(len(queries), device=logits.device)
-    return F.cross_entropy(logits, target), (logits.argmax(-1) == target).float().mean().item()
+    return in_batch_loss(retriever, q, z, dist)
 
 
 def train_ict(retriever: Retriever, blocks, tokenizer, cfg, device="cpu", block_ids=None, log=print,
-              checkpoints: Checkpoints | None = None) -> list[dict]:
+              checkpoints: Checkpoints | None = None, dist: Dist | None = None) -> list[dict]:
     """`cfg.ict_steps` steps of ICT on `blocks` (or the subset `block_ids`); returns the logged history.
-    With `checkpoints`, log.jsonl rows and checkpoints (see realm_lite.training)."""
+    With `checkpoints`, log.jsonl rows and checkpoints (see realm_lite.training). With `dist` of N ranks, each
+    takes its share of every global batch of cfg.ict_batch (realm_lite.distributed), its negatives every rank's."""
+    dist = dist or Dist(device=torch.device(device))
     rng = random.Random(cfg.seed)
     pool = [i for i in (block_ids if block_ids is not None else range(len(blocks))) if len(blocks[i].sentences) >= 2]
     if len(pool) < 2:
@@ -57,15 +72,16 @@ def train_ict(retriever: Retriever, blocks, tokenizer, cfg, device="cpu", block_
     retriever.to(device).train()
     loop = Loop("ict", cfg.ict_steps, retriever.parameters(), cfg, lr=cfg.ict_lr, clip=1.0, rng=rng, device=device,
                 warmup=warm_schedule(cfg, cfg.ict_steps), log=log, desc="ICT", checkpoints=checkpoints)
+    step_loss = data_parallel(retriever, lambda r, *batch: _ict_step(r, *batch, tokenizer, cfg, device, dist), dist)
     for _ in loop:
         batch = rng.sample(pool, min(cfg.ict_batch, len(pool)))  # distinct blocks: no false negatives
-        pairs = [ict_pair(blocks[i], rng, cfg.ict_remove_prob) for i in batch]
-        loss, acc = ict_loss(retriever, [p[0] for p in pairs], [blocks[i].title for i in batch],
-                             [p[1] for p in pairs], tokenizer, cfg, device)
+        pairs = [ict_pair(blocks[i], rng, cfg.ict_remove_prob) for i in batch]  # the same draws on every rank
+        mine, share = my_share(list(zip(batch, pairs)), dist)
+        out = step_loss([p[0] for _, p in mine], [blocks[i].title for i, _ in mine], [p[1] for _, p in mine])
         loop.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (out["loss"] * (dist.world * share)).backward()  # DDP averages: the global batch's mean gradient
         loop.step()
-        loop.record(loss=loss.item(), in_batch_acc=acc)
+        loop.record(**global_row(scalars(out), share, dist))
     return loop.history
 
 

@@ -47,7 +47,7 @@ from realm_lite.mips import MipsIndex
 from realm_lite.queries import QueryPool
 from realm_lite.realm import BlockInputs, Realm, candidate_scores, embed_queries, predict_spans, read, realm_loss
 from realm_lite.progress import Progress
-from realm_lite.refresh import IndexRefresher, build_index, build_sharded
+from realm_lite.refresh import IndexRefresher, build_sharded
 from realm_lite.training import (LOOP_KEYS, Checkpoints, Interrupted, Loop, append_log, load_checkpoint,
                                  load_weights, restore_rng, rng_states, save_checkpoint, scalars)
 
@@ -156,15 +156,18 @@ def _evaluate(model, index, queries, inputs, cfg, device, reader, batch_size, pr
 
 # ---- stage 1: warm starts -----------------------------------------------------------------------
 def warm_start(model: Realm, pool: QueryPool, blocks, inputs: BlockInputs, tokenizer, cfg, device, log=print,
-               run_dir=None, resume: bool = False, stop_after: tuple[str, int] | None = None) -> dict:
+               run_dir=None, resume: bool = False, stop_after: tuple[str, int] | None = None,
+               dist: Dist | None = None) -> dict:
     """The retriever warm start (cfg.warm_start: ict, salient or none), then the reader warm-up if asked for.
 
     With `run_dir`, each stage writes log.jsonl rows and checkpoints to warmstart-checkpoint.pt (weights,
     optimizer, random states; every cfg.checkpoint_every steps and at its end); with `resume`, a killed warm
     start continues from that file. `stop_after` = (stage, step) raises Interrupted after that step's
-    checkpoint, as a crash would: for tests of resume."""
+    checkpoint, as a crash would: for tests of resume. With `dist` of N ranks, every stage is data-parallel
+    (realm_lite.distributed) and rank 0 writes; the held-out ICT recall is measured on rank 0."""
     from realm_lite.warmstart import train_reader_warmup, train_salient
 
+    dist = dist or Dist(device=torch.device(device))
     result, ck = {"warm_start": cfg.warm_start}, None
     path = Path(run_dir) / WARM_CHECKPOINT if run_dir is not None else None
     if resume and path is not None and path.exists():
@@ -179,7 +182,7 @@ def warm_start(model: Realm, pool: QueryPool, blocks, inputs: BlockInputs, token
     def checkpoints(stage: str) -> Checkpoints | None:
         return None if path is None else Checkpoints(
             Path(run_dir), save, resume=ck if ck and ck["stage"] == stage else None,
-            stop_after=stop_after[1] if stop_after and stop_after[0] == stage else None)
+            stop_after=stop_after[1] if stop_after and stop_after[0] == stage else None, writes=dist.main)
 
     if cfg.warm_start == "none":
         log("warm start: none (cold start, a randomly initialised retriever)")
@@ -187,18 +190,19 @@ def warm_start(model: Realm, pool: QueryPool, blocks, inputs: BlockInputs, token
         if cfg.warm_start == "ict":
             train_ids, heldout = split_heldout(blocks, 0.1, cfg.seed)
             history = train_ict(model.retriever, blocks, tokenizer, cfg, device, block_ids=train_ids, log=log,
-                                checkpoints=checkpoints("ict"))
-            result.update(ict_recall(model.retriever, blocks, heldout, tokenizer, cfg, device))
-            log(f"ict: held-out recall@1 {result['ict_recall@1']:.3f}  recall@5 {result['ict_recall@5']:.3f} "
-                f"over {result['ict_queries']} sentences")
+                                checkpoints=checkpoints("ict"), dist=dist)
+            if dist.main:
+                result.update(ict_recall(model.retriever, blocks, heldout, tokenizer, cfg, device))
+                log(f"ict: held-out recall@1 {result['ict_recall@1']:.3f}  recall@5 {result['ict_recall@5']:.3f} "
+                    f"over {result['ict_queries']} sentences")
         else:
             history = train_salient(model, pool, blocks, inputs, cfg, device, log=log,
-                                    checkpoints=checkpoints("salient"))
+                                    checkpoints=checkpoints("salient"), dist=dist)
         result.update(retriever_steps=cfg.ict_steps, retriever_seconds=history[-1]["seconds"] if history else 0.0,
                       in_batch_acc=history[-1]["in_batch_acc"] if history else None)
     if cfg.reader_warmup_steps:
         reader_history = train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=log,
-                                             checkpoints=checkpoints("reader_warmup"))
+                                             checkpoints=checkpoints("reader_warmup"), dist=dist)
         result.update(reader_warmup_steps=cfg.reader_warmup_steps,
                       reader_warmup_seconds=reader_history[-1]["seconds"] if reader_history else 0.0,
                       reader_warmup_exact=reader_history[-1]["exact"] if reader_history else None)
@@ -381,9 +385,9 @@ def pretrain(spec: str, cfg, out_dir, resume: bool = False, log=print,
     checkpoint; (stage, n) = after step n of "ict", "salient" or "reader_warmup", or ("realm", 0) = once
     warmstart.pt is written. Returns {"stopped_at": stop_after} then.
 
-    Under torchrun (`dist` of N > 1 ranks): rank 0 prepares the corpus and runs the warm starts while the others
-    wait, then loads them; REALM is data-parallel with the index sharded (train_realm); every rank embeds its shard
-    for the final evaluation, rank 0 reports and writes. The others return {}."""
+    Under torchrun (`dist` of N > 1 ranks): rank 0 prepares the corpus while the others wait, then they load it;
+    the warm starts and REALM are data-parallel, REALM's index sharded (train_realm); every rank embeds its shard
+    for the evaluations, rank 0 reports and writes. The others return {}."""
     out, t0 = Path(out_dir), time.time()
     dist = dist or Dist()
     if not resume:
@@ -397,15 +401,12 @@ def pretrain(spec: str, cfg, out_dir, resume: bool = False, log=print,
     barrier(dist)
     if not dist.main:  # the corpus rank 0 prepared, and this rank's device
         r = setup_run(spec, cfg, out, resume=True, log=log)
-        r.cfg, r.device = r.cfg.replace(device=str(dist.device)), dist.device
+        r.cfg, r.device = r.cfg.replace(device=str(dist.device), progress=False), dist.device  # rank 0 shows progress
         r.model.to(dist.device)
     cfg, spec, model, pool, blocks, inputs, tokenizer, eval_queries, device = (
         r.cfg, r.spec, r.model, r.pool, r.blocks, r.inputs, r.tokenizer, r.eval_queries, r.device)
     try:
-        warm = _warm_start_once(r, out, resume, log, stop) if dist.main else None
-        barrier(dist)
-        if not dist.main:
-            warm = _warm_start_once(r, out, True, log, stop)  # rank 0's warmstart.pt
+        warm = _warm_start_once(r, out, resume, log, stop, dist)
         if stop == ("realm", 0):
             raise Interrupted("stopped before REALM")
         history = train_realm(model, pool, blocks, inputs, tokenizer, cfg, out, device, resume, log,
@@ -413,8 +414,7 @@ def pretrain(spec: str, cfg, out_dir, resume: bool = False, log=print,
     except Interrupted:
         return {"stopped_at": stop_after}
     index = build_sharded(model.retriever.embed_doc, blocks, tokenizer, cfg, device, dist)  # searched together
-    final = evaluate(model, index, eval_queries, inputs, cfg if dist.main else cfg.replace(progress=False), device,
-                     log=log)
+    final = evaluate(model, index, eval_queries, inputs, cfg, device, log=log)
     if not dist.main:
         return {}
     append_log(out, {"stage": "evaluate", "after": "REALM", **final})
@@ -429,9 +429,9 @@ def pretrain(spec: str, cfg, out_dir, resume: bool = False, log=print,
     return metrics
 
 
-def _warm_start_once(r: RunParts, out: Path, resume: bool, log, stop) -> dict:
+def _warm_start_once(r: RunParts, out: Path, resume: bool, log, stop, dist: Dist) -> dict:
     """warmstart.pt's results, loaded (and its random state restored: REALM starts from the state the warm
-    start left), or the warm start run (resumed from warmstart-checkpoint.pt), evaluated and saved."""
+    start left), or the warm start run (resumed from warmstart-checkpoint.pt), evaluated and saved (by rank 0)."""
     warm_path = out / "warmstart.pt"
     if resume and warm_path.exists():
         saved = load_checkpoint(warm_path, "warm start", keys=("model", "result"))
@@ -440,14 +440,16 @@ def _warm_start_once(r: RunParts, out: Path, resume: bool, log, stop) -> dict:
         log(f"warm start: loaded from warmstart.pt; after it: {_fmt(saved['result']['eval'])}")
         return saved["result"]
     warm = warm_start(r.model, r.pool, r.blocks, r.inputs, r.tokenizer, r.cfg, r.device, log, run_dir=out,
-                      resume=resume, stop_after=stop)
-    index = build_index(r.model.retriever.embed_doc, r.blocks, r.tokenizer, r.cfg, r.device)
+                      resume=resume, stop_after=stop, dist=dist)
+    index = build_sharded(r.model.retriever.embed_doc, r.blocks, r.tokenizer, r.cfg, r.device, dist)
     warm["eval"] = evaluate(r.model, index, r.eval_queries, r.inputs, r.cfg, r.device,
                             reader=r.cfg.reader_warmup_steps > 0, log=log)
-    save_checkpoint({"model": r.model.state_dict(), "result": warm, **rng_states(r.device)}, warm_path)
-    (out / WARM_CHECKPOINT).unlink(missing_ok=True)
-    append_log(out, {"stage": "evaluate", "after": "warm start", **warm["eval"]})
-    log(f"after warm start: {_fmt(warm['eval'])}")
+    if dist.main:
+        save_checkpoint({"model": r.model.state_dict(), "result": warm, **rng_states(r.device)}, warm_path)
+        (out / WARM_CHECKPOINT).unlink(missing_ok=True)
+        append_log(out, {"stage": "evaluate", "after": "warm start", **warm["eval"]})
+        log(f"after warm start: {_fmt(warm['eval'])}")
+    barrier(dist)  # warmstart.pt written before any rank goes on (a resume finds it)
     return warm
 
 

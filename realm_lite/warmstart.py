@@ -16,12 +16,13 @@ from __future__ import annotations
 import random
 
 import torch
-import torch.nn.functional as F
 
 from realm_lite.batching import by_length, join
+from realm_lite.distributed import Dist, data_parallel, global_row, my_share
+from realm_lite.ict import in_batch_loss
 from realm_lite.marginal import pad_targets, sequence_log_prob
-from realm_lite.realm import BlockInputs, Query, embed_queries
-from realm_lite.training import Checkpoints, Loop, warm_schedule
+from realm_lite.realm import BlockInputs, Query
+from realm_lite.training import Checkpoints, Loop, scalars, warm_schedule
 
 
 READER_GROUP = 8  # rows per length group in the reader warm-up (batching.by_length)
@@ -51,13 +52,15 @@ class SalientIndex:
 
 
 def train_salient(model, pool, blocks, inputs: BlockInputs, cfg, device, log=print, steps: int | None = None,
-                  seed: int | None = None, checkpoints: Checkpoints | None = None) -> list[dict]:
+                  seed: int | None = None, checkpoints: Checkpoints | None = None, dist: Dist | None = None) -> list[dict]:
     """cfg.ict_steps (or `steps`) steps of the salient co-occurrence warm start (batch cfg.ict_batch, lr cfg.ict_lr).
 
     `seed` (default cfg.seed) seeds the sampling: a different one continues training on fresh batches.
-    With `checkpoints`, log.jsonl rows and checkpoints (see realm_lite.training)."""
+    With `checkpoints`, log.jsonl rows and checkpoints (see realm_lite.training). With `dist` of N ranks, each
+    takes its share of every global batch (realm_lite.distributed), its negatives every rank's positives."""
     from realm_lite.masking import get_tagger
 
+    dist = dist or Dist(device=torch.device(device))
     steps = cfg.ict_steps if steps is None else steps
     index = SalientIndex(blocks, get_tagger()[1])
     spans_of = {(bi, text): spans for bi, text, spans in pool.train}
@@ -65,6 +68,13 @@ def train_salient(model, pool, blocks, inputs: BlockInputs, cfg, device, log=pri
     model.retriever.train()
     loop = Loop("salient", steps, model.retriever.parameters(), cfg, lr=cfg.ict_lr, clip=1.0, rng=rng, device=device,
                 warmup=warm_schedule(cfg, steps), log=log, desc="salient warm start", checkpoints=checkpoints)
+
+    def salient_loss(retriever, queries, positives):
+        x = retriever.embed_input.embed_rows([q.example.input_ids for q in queries], inputs.pad, device)  # (B, D)
+        z = retriever.embed_doc.embed_rows(inputs.doc_rows(positives), inputs.pad, device)  # (B, D)
+        return in_batch_loss(retriever, x, z, dist)
+
+    step_loss = data_parallel(model.retriever, salient_loss, dist)
     for _ in loop:
         queries, positives, used, tries = [], [], set(), 0
         while len(queries) < cfg.ict_batch and tries < 50 * cfg.ict_batch:
@@ -79,20 +89,17 @@ def train_salient(model, pool, blocks, inputs: BlockInputs, cfg, device, log=pri
         if len(queries) < 2:
             raise ValueError("salient warm start: too few sentences share a salient span with another block; "
                              "use warm_start=ict")
-        x = embed_queries(model, queries, inputs.pad, device)  # (B, D)
-        z = model.retriever.embed_doc.embed_rows(inputs.doc_rows(positives), inputs.pad, device)  # (B, D)
-        logits = model.retriever.relevance(x, z)  # (B, B)
-        target = torch.arange(len(queries), device=logits.device)
-        loss = F.cross_entropy(logits, target)
+        mine, share = my_share(list(zip(queries, positives)), dist)  # the same draws on every rank
+        out = step_loss([q for q, _ in mine], [z for _, z in mine])
         loop.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (out["loss"] * (dist.world * share)).backward()  # DDP averages: the global batch's mean gradient
         loop.step()
-        loop.record(loss=loss.item(), in_batch_acc=(logits.argmax(-1) == target).float().mean().item())
+        loop.record(**global_row(scalars(out), share, dist))
     return loop.history
 
 
 def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print,
-                        checkpoints: Checkpoints | None = None) -> list[dict]:
+                        checkpoints: Checkpoints | None = None, dist: Dist | None = None) -> list[dict]:
     """cfg.reader_warmup_steps steps of -log p(y|z,x), lr cfg.reader_warmup_lr, with z chosen by cfg.reader_warmup_z:
     "own" = x's own block minus x; "salient" = another block holding both y and another salient span of x;
     "mixed" = half of each batch of each kind (own blocks teach copying the block's subject, evidence blocks
@@ -100,7 +107,8 @@ def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print,
     cfg.reader_warmup_own_frac of the steps "own", the rest "mixed" (copying is discovered on the easy own-block
     copies first); "none" = the null document ∅ for every x: plain masked-LM training without any block (the
     BERT-like baseline encoder of bench/ablation.py). With `checkpoints`, log.jsonl rows and checkpoints (see
-    realm_lite.training)."""
+    realm_lite.training). With `dist` of N ranks, each takes its share of every global batch (realm_lite.distributed)."""
+    dist = dist or Dist(device=torch.device(device))
     rng = random.Random(cfg.seed + 7)
     evidence = _evidence_sampler(pool, blocks, rng) if cfg.reader_warmup_z not in ("own", "none") else None
     half = cfg.batch_size // 2
@@ -128,6 +136,20 @@ def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print,
     loop = Loop("reader_warmup", cfg.reader_warmup_steps, model.reader.parameters(), cfg, lr=cfg.reader_warmup_lr,
                 weight_decay=cfg.weight_decay, clip=cfg.clip_norm, warmup=warm_schedule(cfg, cfg.reader_warmup_steps),
                 rng=rng, device=device, log=log, desc="reader warm-up", checkpoints=checkpoints)
+
+    def reader_loss(reader, xs, zs, masked, targets):  # -log p(y | z, x) over this rank's share
+        pos, tgt = pad_targets(masked, targets, device=device)
+
+        def rows(idx):  # join_BERT(x, z) for rows idx, padded to their own longest
+            enc = join([xs[i] for i in idx], [zs[i] for i in idx], tokenizer.sep_token_id, tokenizer.pad_token_id,
+                       device)
+            return reader.token_log_probs(**enc, masked_positions=pos[idx])  # (n, M, V)
+
+        logp = by_length([len(x) + len(z) for x, z in zip(xs, zs)], rows, READER_GROUP)  # (B, M, V)
+        exact = ((logp.argmax(-1) == tgt) | (tgt == -100)).all(-1).float().mean()  # whole span right
+        return {"loss": -sequence_log_prob(logp, tgt).mean(), "exact": exact}
+
+    step_loss = data_parallel(model.reader, reader_loss, dist)
     for step in loop:
         n_own = n_own_of(step)
         queries, rest = own(n_own)
@@ -142,23 +164,14 @@ def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print,
                     n_own_of = own_only
                 more, texts = own(cfg.batch_size - n_own)
             queries, rest = queries + more, rest + texts
-        zs = [[] for _ in rest] if cfg.reader_warmup_z == "none" else wordpieces(rest)  # [] = ∅: `[CLS] x [SEP] [SEP]`
-        xs = [q.example.input_ids for q in queries]
-        pos, tgt = pad_targets([q.example.masked_positions for q in queries], [q.example.target_ids for q in queries],
-                               device=device)
-
-        def rows(idx):  # join_BERT(x, z) for rows idx, padded to their own longest
-            enc = join([xs[i] for i in idx], [zs[i] for i in idx], tokenizer.sep_token_id, tokenizer.pad_token_id,
-                       device)
-            return model.reader.token_log_probs(**enc, masked_positions=pos[idx])  # (n, M, V)
-
-        logp = by_length([len(x) + len(z) for x, z in zip(xs, zs)], rows, READER_GROUP)  # (B, M, V)
-        loss = -sequence_log_prob(logp, tgt).mean()  # -log p(y | z, x)
+        mine, share = my_share(list(zip(queries, rest)), dist)  # the same draws on every rank
+        zs = [[] for _ in mine] if cfg.reader_warmup_z == "none" else wordpieces([z for _, z in mine])  # [] = ∅
+        out = step_loss([q.example.input_ids for q, _ in mine], zs, [q.example.masked_positions for q, _ in mine],
+                        [q.example.target_ids for q, _ in mine])
         loop.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (out["loss"] * (dist.world * share)).backward()  # DDP averages: the global batch's mean gradient
         loop.step()
-        exact = ((logp.argmax(-1) == tgt) | (tgt == -100)).all(-1).float().mean().item()  # whole span right
-        loop.record(loss=loss.item(), exact=exact)
+        loop.record(**global_row(scalars(out), share, dist))
     return loop.history
 
 

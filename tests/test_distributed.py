@@ -79,15 +79,16 @@ def test_one_process_needs_no_group(monkeypatch):
 
 
 # ---- data-parallel REALM --------------------------------------------------------------------------------------
-def _first_gradients() -> list:
-    """Patch Loop.step (in this process) to keep a copy of the gradients it is given at its first step."""
+def _first_gradients() -> dict:
+    """Patch Loop.step (in this process) to keep a copy of the gradients each stage's loop is given at its first
+    step: {stage: [gradient or None for each parameter]}."""
     from realm_lite import training
 
-    kept, step = [], training.Loop.step
+    kept, step = {}, training.Loop.step
 
     def keeping(self):
-        if not kept:
-            kept.extend(p.grad.clone() if p.grad is not None else None for p in self.params)
+        if self.stage not in kept:
+            kept[self.stage] = [p.grad.clone() if p.grad is not None else None for p in self.params]
         step(self)
 
     training.Loop.step = keeping
@@ -143,7 +144,7 @@ def test_two_ranks_train_as_one_process_with_the_same_global_batch(tmp_path):
     _realm(0, 1, "", tmp_path)
     mp.spawn(_realm, args=(2, f"file://{tmp_path / 'rdzv'}", tmp_path), nprocs=2, join=True)
     one, two = (torch.load(tmp_path / f"result-{n}.pt", weights_only=False) for n in (1, 2))
-    _same_gradients(one["grads"], two["grads"])  # DDP's average of the ranks' scaled losses: the batch's gradient
+    _same_gradients(one["grads"]["realm"], two["grads"]["realm"])  # DDP's average of the ranks' scaled losses
     for a, b in zip(one["history"], two["history"]):
         assert a["step"] == b["step"]
         for key in ("loss", "token_acc", "gold_recall"):
@@ -199,13 +200,52 @@ def test_two_ranks_fine_tune_as_one_process(demo_run, tmp_path):
     _finetune(0, 1, "", init, tmp_path)
     mp.spawn(_finetune, args=(2, f"file://{tmp_path / 'rdzv'}", init, tmp_path), nprocs=2, join=True)
     one, two = (torch.load(tmp_path / f"qa-result-{n}.pt", weights_only=False) for n in (1, 2))
-    _same_gradients(one["grads"], two["grads"])
+    _same_gradients(one["grads"]["qa"], two["grads"]["qa"])
     assert [r["step"] for r in one["history"]] == [r["step"] for r in two["history"]] == [1, 2, 3]
     for a, b in zip(one["history"], two["history"]):
         assert a["loss"] == pytest.approx(b["loss"], abs=2e-3), (a, b)
     worst = max((one["model"][k].float() - two["model"][k].float()).abs().max().item() for k in one["model"])
     assert worst < 1e-4
     assert (tmp_path / "qa-2" / "checkpoint.pt").is_file() and (tmp_path / "qa-2" / "qa.json").is_file()
+
+
+def _warm(rank: int, world: int, rdzv: str, out, kind: str):
+    """The retriever warm start `kind` and the reader warm-up on `world` ranks; rank 0 saves what they trained."""
+    from realm_lite.pretrain import setup_run, warm_start
+
+    grads = _first_gradients()
+    with _group(rank, world, rdzv):
+        cfg = get_config("quick", warm_start=kind, ict_steps=3, ict_batch=5, reader_warmup_steps=2, batch_size=5,
+                         log_every=1, progress=False)
+        run = setup_run("world", cfg, out / f"corpus-{kind}-{world}-{rank}", log=lambda s: None)
+        result = warm_start(run.model, run.pool, run.blocks, run.inputs, run.tokenizer, cfg, run.device,
+                            log=lambda s: None, dist=Dist(rank, world))
+        if rank == 0:
+            torch.save({"result": result, "model": run.model.state_dict(), "grads": grads},
+                       out / f"warm-{kind}-{world}.pt")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["ict", "salient"])
+def test_two_ranks_warm_start_as_one_process(tmp_path, kind):
+    """In-batch negatives over the global batch: a rank's queries score every rank's blocks, and the gradient of
+    each block's embedding comes back to the rank that embedded it."""
+    _warm(0, 1, "", tmp_path, kind)
+    mp.spawn(_warm, args=(2, f"file://{tmp_path / 'rdzv'}", tmp_path, kind), nprocs=2, join=True)
+    one, two = (torch.load(tmp_path / f"warm-{kind}-{n}.pt", weights_only=False) for n in (1, 2))
+    assert set(one["grads"]) == set(two["grads"]) == {kind, "reader_warmup"}
+    for stage in one["grads"]:
+        _same_gradients(one["grads"][stage], two["grads"][stage])
+    for key in ("in_batch_acc", "reader_warmup_exact"):
+        assert one["result"][key] == pytest.approx(two["result"][key], abs=1e-6)
+    _close_weights(one["model"], two["model"], steps=3 + 2, lr=1e-3)
+
+
+def _close_weights(a: dict, b: dict, steps: int, lr: float) -> None:
+    """Weights trained by one process and by the ranks together: 99.9% of them within 1e-4, and every one within
+    what Adam can make of float-sum noise in a gradient near zero (up to lr a step)."""
+    diff = torch.cat([(a[k].float() - b[k].float()).abs().flatten() for k in a])
+    assert (diff > 1e-4).float().mean() < 1e-3 and diff.max() <= steps * lr, (diff > 1e-4).float().mean()
 
 
 def test_a_global_batch_is_split_by_share():
@@ -244,12 +284,12 @@ def test_torchrun_pretrain_writes_what_one_process_writes(tmp_path):
     printed = _cli([*args, "--out", str(tmp_path / "two")], ranks=2)
     assert printed.count("metrics written to") == 1  # rank 0 alone reports
     one, two = (torch.load(tmp_path / d / "checkpoint.pt", weights_only=False)["model"] for d in ("one", "two"))
-    assert max((one[k].float() - two[k].float()).abs().max().item() for k in one) < 1e-4
+    _close_weights(one, two, steps=20 + 10 + 4, lr=1e-3)  # data-parallel warm starts, then REALM
     import json
 
     m1, m2 = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
-    assert m1["after_warm_start"] == m2["after_warm_start"]  # rank 0 ran the same warm start
-    assert m1["after_realm"]["recall@5"] == m2["after_realm"]["recall@5"]
+    for after in ("after_warm_start", "after_realm"):  # evaluated on the ranks' index shards, searched together
+        assert m1[after] == pytest.approx(m2[after], abs=0.051), after  # 20 queries: one answer is 0.05
     rows = [line for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines() if '"stage": "realm"' in line]
     assert len(rows) == 4
 
