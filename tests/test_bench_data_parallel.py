@@ -1,0 +1,41 @@
+"""bench/data_parallel.py at smoke size: one process with one thread and with all, N ranks, and what each row must hold."""
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+spec = importlib.util.spec_from_file_location("data_parallel", Path(__file__).parents[1] / "bench" / "data_parallel.py")
+data_parallel = importlib.util.module_from_spec(spec)
+sys.modules["data_parallel"] = data_parallel  # the spawned ranks unpickle data_parallel._worker (bench/ is on sys.path)
+spec.loader.exec_module(data_parallel)
+
+
+@pytest.mark.slow  # three settings, each a fresh process or two preparing the quick corpus: about 20 s
+def test_data_parallel_quick(tmp_path, capsys):
+    out = tmp_path / "dp.json"
+    assert data_parallel.main(["--quick", "--ranks", "2", "--json", str(out)]) == 0
+    info = json.loads(out.read_text())
+    cpus = os.cpu_count()
+    settings = [(r["ranks"], r["threads_per_rank"]) for r in info["rows"]]
+    assert settings == data_parallel.settings([2], cpus, data_parallel.torch.device("cpu"))
+    assert settings[-1] == (2, max(1, cpus // 2))
+    base = next(r for r in info["rows"] if r["ranks"] == 1 and r["threads_per_rank"] == cpus)
+    assert base["speedup"] == 1.0 and base["build_speedup"] == 1.0
+    for r in info["rows"]:
+        assert r["steps"] == 4 and r["steps_per_s"] > 0 and r["build_seconds"] > 0
+        assert r["speedup"] == pytest.approx(r["steps_per_s"] / base["steps_per_s"], abs=1e-3)
+        assert r["efficiency"] == pytest.approx(r["speedup"] / r["ranks"], abs=1e-3)
+        if r["ranks"] > 1:  # collectives measured
+            assert r["allreduce_ms"] > 0 and r["search_ms"] > 0 and r["grad_mib"] > 0
+    text = capsys.readouterr().out
+    assert "ranks" in text and "all-reduce ms" in text and info["cpu"] in text
+
+
+def test_data_parallel_rejects_bad_arguments():
+    for argv, match in ((["--ranks", "0"], "each 1 or more"), (["--steps", "0"], "--steps"),
+                        (["--model", "/nonexistent/model"], "--model")):
+        with pytest.raises(SystemExit, match=match):
+            data_parallel.main(argv)
