@@ -166,6 +166,45 @@ class ShardedIndex:
         return best[mine], ids[mine]
 
 
+    @torch.no_grad()
+    def vectors(self, ids: torch.Tensor) -> torch.Tensor:
+        """Embed_doc(z) of global block ids (B, n) -> (B, n, D), from the ranks that hold them: every rank's ids
+        gathered, each rank fills the rows of its shard, an all-reduce sums them. A collective, as `search`."""
+        if self.world == 1:
+            return self.local.vectors(ids)
+        dev = self.local.embeddings.device
+        ids = ids.to(dev)
+        every = [torch.zeros(2, dtype=torch.long, device=dev) for _ in range(self.world)]
+        td.all_gather(every, torch.tensor(ids.shape, device=dev), group=self.group)
+        counts, width = [int(e[0]) for e in every], max(int(e[1]) for e in every)
+        ids = torch.cat([ids, ids.new_full((len(ids), width - ids.shape[1]), -1)], 1)  # (B, n_max), -1 padding
+        all_ids = _gather_rows(ids, -1, counts)  # (ΣB, n_max)
+        local = all_ids - self.offset
+        here = (all_ids >= 0) & (local >= 0) & (local < len(self.local))
+        out = torch.zeros((*all_ids.shape, self.dim), device=dev)  # (ΣB, n_max, D)
+        out[here] = self.local.embeddings[local[here]]
+        td.all_reduce(out, group=self.group)
+        rank = td.get_rank(self.group)
+        return out[sum(counts[:rank]):sum(counts[:rank + 1]), :every[rank][1]]
+
+    def gathered(self) -> MipsIndex | None:
+        """The whole index on rank 0 (on the host; None on the other ranks), to save it as one file. A collective."""
+        if self.world == 1:
+            return self.local
+        sizes = [shard_range(self.total, r, self.world) for r in range(self.world)]
+        rows = _gather_rows(self.local.embeddings, 0.0, [hi - lo for lo, hi in sizes])  # (N, D) on every rank
+        return MipsIndex(rows.cpu(), self.local.backend, version=self.version) if td.get_rank(self.group) == 0 \
+            else None
+
+    @classmethod
+    def shard_of(cls, index: MipsIndex, dist: "Dist") -> "ShardedIndex | MipsIndex":
+        """This rank's shard of a whole index (one process: the index itself)."""
+        if dist.world == 1:
+            return index
+        lo, hi = shard_range(len(index), dist.rank, dist.world)
+        return cls(MipsIndex(index.embeddings[lo:hi].clone(), index.backend, version=index.version), lo, len(index))
+
+
 # ---- data parallel -------------------------------------------------------------------------------------------
 class _Step(nn.Module):
     """`loss_fn(model, *args)` as a module's forward: DistributedDataParallel arms its gradient hooks in forward."""

@@ -18,7 +18,7 @@ import random
 import time
 from pathlib import Path
 
-from realm_lite.distributed import Dist, barrier, data_parallel, global_row, my_share
+from realm_lite.distributed import Dist, ShardedIndex, barrier, data_parallel, global_row, my_share
 from realm_lite.io import atomic_write_text, record_command, write_jsonl
 from realm_lite.mips import MipsIndex, fingerprint
 from realm_lite.qa import QAModel, QASystem, attach_retrieval, evaluate_qa, qa_loss, system_from_run
@@ -46,8 +46,9 @@ def finetune(qa: QASystem, examples, out_dir, resume: bool = False, log=print, s
         log(f"resumed fine-tuning at step {ck['step']}")
     else:
         ck = None
+        whole = qa.index.gathered() if isinstance(qa.index, ShardedIndex) else qa.index  # the shards, on rank 0
         if dist.main:
-            save_system(qa, out)  # config, qa.json, index: a run directory from the first step on
+            save_system(qa, out, whole)  # config, qa.json, index: a run directory from the first step on
 
     def save(state: dict) -> None:
         save_checkpoint({**state, "model": qa.model.state_dict(), "system": qa.name}, ckpt)
@@ -80,19 +81,22 @@ def finetune(qa: QASystem, examples, out_dir, resume: bool = False, log=print, s
 
 
 # ---- the QA run directory ----------------------------------------------------------------------------
-def save_system(qa: QASystem, out_dir) -> None:
-    """config.json, qa.json and (neural retrievers) the frozen index; weights go in checkpoint.pt."""
+def save_system(qa: QASystem, out_dir, index: MipsIndex | None = None) -> None:
+    """config.json, qa.json and (neural retrievers) the frozen index (`index`, else the system's own); weights go in
+    checkpoint.pt."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     qa.cfg.save(out)
     atomic_write_text(out / "qa.json", json.dumps({"system": qa.name, **qa.info}, indent=2) + "\n")
-    if qa.index is not None:
-        qa.index.save(out / "index.pt")
+    index = index if index is not None else qa.index
+    if index is not None:
+        index.save(out / "index.pt")
     save_checkpoint({"model": qa.model.state_dict(), "step": 0, "system": qa.name}, out / "checkpoint.pt")
 
 
-def load_system(qa_dir, log=print) -> QASystem:
-    """A fine-tuned (or freshly initialised) QA system from its directory and its pre-training run."""
+def load_system(qa_dir, log=print, dist: Dist | None = None) -> QASystem:
+    """A fine-tuned (or freshly initialised) QA system from its directory and its pre-training run; on N ranks
+    (`dist`) each keeps its shard of the index."""
     from realm_lite.config import Config
     from realm_lite.pretrain import load_run, resolve_device
 
@@ -113,7 +117,7 @@ def load_system(qa_dir, log=print) -> QASystem:
     if model.embed_doc is not None:
         index = MipsIndex.load(qa_dir / "index.pt", expect_version=fingerprint(model.embed_doc),
                                expect_size=len(blocks), device=device, backend=cfg.index)
-    attach_retrieval(qa, index)
+    attach_retrieval(qa, index, dist)
     log(f"loaded {meta['system']} QA system from {qa_dir} (step {ck['step']}; corpus {meta['init']})")
     return qa
 
@@ -122,7 +126,8 @@ def run_finetune(init_run, system: str, dataset: str, out_dir, overrides=None, r
                  log=print, command: str | None = None, dist: Dist | None = None) -> QASystem:
     """`realm-lite finetune`: build (or reload, with `resume`) a system and fine-tune it on the train split;
     `command` goes into out_dir/commands.jsonl once the system and its questions load. Under torchrun (`dist` of
-    several ranks) every rank builds the same system and takes its share of each batch; rank 0 writes."""
+    several ranks) every rank builds the same system, holds 1/N of its index and takes its share of each batch;
+    rank 0 writes."""
     from realm_lite.qa_data import load_qa
 
     dist = dist or Dist()
@@ -136,10 +141,10 @@ def run_finetune(init_run, system: str, dataset: str, out_dir, overrides=None, r
         raise FileExistsError(f"{out} already holds a QA run; pass --resume to continue it, or choose another --out")
     barrier(dist)  # every rank has looked before rank 0 writes
     if resume:
-        qa = load_system(out, log)
+        qa = load_system(out, log, dist)
         dataset = qa.info.get("dataset", dataset)
     else:
-        qa = system_from_run(init_run, system, overrides, log)
+        qa = system_from_run(init_run, system, overrides, log, dist)
         qa.info["dataset"] = dataset
     train = load_qa(dataset, "train", world=qa.world, cfg=qa.cfg)
     log(f"fine-tuning {qa.name} on {len(train)} {dataset} questions: {qa.cfg.qa_steps} steps of "

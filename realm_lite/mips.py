@@ -123,6 +123,10 @@ class MipsIndex:
             return self._search_exact(q, k, excl)  # exact: also for more neighbours than a GPU index returns
         return self._search_faiss(q, k, excl)
 
+    def vectors(self, ids: torch.Tensor) -> torch.Tensor:
+        """Embed_doc(z) of blocks `ids` as the index holds them: (B, n) -> (B, n, D)."""
+        return self.embeddings[ids.to(self.embeddings.device)]
+
     def _search_exact(self, q, k, excl):
         # chunk: blocks scored at a time; by default as many as keep the (B, chunk) scores within 2^26 floats (256 MiB)
         chunk = self.chunk or max(65536, 2 ** 26 // max(1, len(q)))

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from realm_lite.distributed import Dist, ShardedIndex, shard_range
 from realm_lite.marginal import join_inputs, pad_targets, sequence_log_prob
 from realm_lite.mips import MipsIndex, fingerprint
 from realm_lite.qa_eval import contains_answer, is_correct, summarize
@@ -76,7 +77,7 @@ class QASystem:
     blocks: list
     tokenizer: object
     device: torch.device
-    index: MipsIndex | None = None
+    index: MipsIndex | ShardedIndex | None = None
     bm25: object | None = None
     inputs: ReaderInputs | None = None
     world: object | None = None
@@ -100,15 +101,21 @@ def build_bm25(blocks):
     return bm25, tok
 
 
-def index_documents(model: QAModel, blocks, tokenizer, cfg, device) -> MipsIndex:
-    """Embed_doc(z) for every block, once: the frozen index of query-side fine-tuning."""
-    emb = embed_blocks(model.embed_doc, blocks, tokenizer, cfg.block_len, device=device,
+def index_documents(model: QAModel, blocks, tokenizer, cfg, device, dist: Dist | None = None) -> MipsIndex | ShardedIndex:
+    """Embed_doc(z) for every block, once: the frozen index of query-side fine-tuning (on N ranks, each embeds and
+    holds 1/N of the blocks, searched together)."""
+    dist = dist or Dist()
+    lo, hi = shard_range(len(blocks), dist.rank, dist.world)
+    emb = embed_blocks(model.embed_doc, blocks[lo:hi], tokenizer, cfg.block_len, device=device,
                        autocast=embed_in_bf16(cfg, device))
-    return MipsIndex(emb, cfg.index, version=fingerprint(model.embed_doc))
+    index = MipsIndex(emb, cfg.index, version=fingerprint(model.embed_doc))
+    return index if dist.world == 1 else ShardedIndex(index, lo, len(blocks))
 
 
-def system_from_run(run_dir, system: str, overrides: dict | None = None, log=print) -> QASystem:
-    """A fresh QA system initialised from a pre-training run (see the module docstring for each system)."""
+def system_from_run(run_dir, system: str, overrides: dict | None = None, log=print,
+                    dist: Dist | None = None) -> QASystem:
+    """A fresh QA system initialised from a pre-training run (see the module docstring for each system); on N ranks
+    (`dist`) its index sharded."""
     from realm_lite.ict import split_heldout, train_ict
     from realm_lite.pretrain import load_run, resolve_device
 
@@ -135,14 +142,16 @@ def system_from_run(run_dir, system: str, overrides: dict | None = None, log=pri
         info.update(ict_steps=cfg.ict_steps, ict_seconds=round(time.time() - t0, 1))
     model.to(device)
     qa = QASystem(system, cfg, model, blocks, tokenizer, device, world=world, info=info)
-    attach_retrieval(qa)
+    attach_retrieval(qa, dist=dist)
     return qa
 
 
-def attach_retrieval(qa: QASystem, index: MipsIndex | None = None) -> None:
-    """The system's retriever: `index` (else Embed_doc over every block) for realm and ict; BM25 for bm25."""
+def attach_retrieval(qa: QASystem, index: MipsIndex | None = None, dist: Dist | None = None) -> None:
+    """The system's retriever: `index` (else Embed_doc over every block) for realm and ict, on N ranks (`dist`)
+    this rank's shard of it; BM25 for bm25."""
     if qa.name in ("realm", "ict"):
-        qa.index = index or index_documents(qa.model, qa.blocks, qa.tokenizer, qa.cfg, qa.device)
+        qa.index = ShardedIndex.shard_of(index, dist or Dist()) if index is not None else \
+            index_documents(qa.model, qa.blocks, qa.tokenizer, qa.cfg, qa.device, dist)
     elif qa.name == "bm25":
         qa.bm25 = build_bm25(qa.blocks)
 
@@ -160,7 +169,7 @@ def retrieve(qa: QASystem, questions: list[str], n: int):
     enc = encode_queries(questions, qa.tokenizer, qa.cfg.query_len, qa.device)
     q = qa.model.embed_input(**enc).float()  # (B, D)
     _, top = qa.index.search(q.detach(), n)  # (B, n)
-    z = qa.index.embeddings[top.to(qa.index.embeddings.device)].to(q.device)  # (B, n, D): frozen Embed_doc(z)
+    z = qa.index.vectors(top).to(q.device)  # (B, n, D): frozen Embed_doc(z), wherever its shard is held
     return top.cpu(), torch.einsum("bd,bnd->bn", q, z)  # (B, n), (B, n)
 
 

@@ -49,6 +49,13 @@ def _search_on_shards(rank: int, world: int, rdzv: str):
             assert all(not (set(row) & e) for row, e in zip(i.tolist(), excl))
         with pytest.raises(ValueError, match="exceeds"):
             sharded.search(q, N, exclude=excl)
+        ids = torch.randint(0, N, (len(q), 5 + rank), generator=torch.Generator().manual_seed(rank))  # widths differ
+        assert torch.equal(sharded.vectors(ids), whole.vectors(ids))  # each row from the rank that holds it
+        gathered = sharded.gathered()
+        assert torch.equal(gathered.embeddings, emb) if rank == 0 else gathered is None
+        again = ShardedIndex.shard_of(whole, Dist(rank, world))
+        assert (again.offset, len(again.local)) == (lo, hi - lo)
+        assert torch.equal(again.search(q, 7)[1], whole.search(q, 7)[1])
 
 
 @pytest.mark.parametrize("world", [2, 3])
@@ -186,7 +193,8 @@ def _finetune(rank: int, world: int, rdzv: str, init, out):
     grads = _first_gradients()
     with _group(rank, world, rdzv):
         qa = system_from_run(init, "realm", dict(qa_steps=3, qa_batch=3, log_every=1, checkpoint_every=3,
-                                                 qa_retrieve=8, qa_read=3, progress=False), log=lambda s: None)
+                                                 qa_retrieve=8, qa_read=3, progress=False), log=lambda s: None,
+                             dist=Dist(rank, world))  # the index sharded on 2 ranks
         history = finetune(qa, load_qa("world", "train", world=qa.world), out / f"qa-{world}", log=lambda s: None,
                            dist=Dist(rank, world))
         if rank == 0:
@@ -306,6 +314,8 @@ def test_torchrun_finetune_writes_what_one_process_writes(demo_run, tmp_path):
     assert max((one[k].float() - two[k].float()).abs().max().item() for k in one) < 1e-5
     rows = [line for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines() if '"stage": "qa"' in line]
     assert len(rows) == 3 and len((tmp_path / "two" / "commands.jsonl").read_text().splitlines()) == 1
+    i1, i2 = (MipsIndex.load(tmp_path / d / "index.pt") for d in ("one", "two"))  # rank 0 saved the shards as one
+    assert i1.version == i2.version and torch.allclose(i1.embeddings, i2.embeddings, atol=1e-5)
 
 
 DYING_RANK = """
