@@ -18,6 +18,8 @@ import random
 import time
 from pathlib import Path
 
+import torch
+
 from realm_lite.distributed import Dist, ShardedIndex, barrier, data_parallel, global_row, my_share
 from realm_lite.io import atomic_write_text, record_command, write_jsonl
 from realm_lite.mips import MipsIndex, fingerprint
@@ -53,11 +55,14 @@ def finetune(qa: QASystem, examples, out_dir, resume: bool = False, log=print, s
     def save(state: dict) -> None:
         save_checkpoint({**state, "model": qa.model.state_dict(), "system": qa.name}, ckpt)
 
+    from realm_lite.pretrain import amp_dtype, autocast
+
     groups = qa.model.trainable(cfg)
     loop = Loop("qa", cfg.qa_steps, groups, cfg, weight_decay=cfg.weight_decay,
                 warmup=cfg.qa_warmup_steps, clip=cfg.clip_norm, rng=random.Random(cfg.seed), device=qa.device,
                 log=log, desc=f"QA {qa.name}",
-                checkpoints=Checkpoints(out, save, resume=ck, stop_after=stop_after, writes=dist.main))
+                checkpoints=Checkpoints(out, save, resume=ck, stop_after=stop_after, writes=dist.main),
+                scale_loss=amp_dtype(cfg, qa.device) == torch.float16)  # fp16 gradients underflow unscaled
     trained = {id(p) for g in groups for p in g["params"]}
     frozen = [p for p in qa.model.parameters() if id(p) not in trained and p.requires_grad]  # Embed_doc: the index's
     qa.model.train()
@@ -67,9 +72,10 @@ def finetune(qa: QASystem, examples, out_dir, resume: bool = False, log=print, s
         step_loss = data_parallel(qa.model, lambda model, batch: qa_loss(qa, batch), dist)
         for _ in loop:
             batch, share = my_share([examples[loop.rng.randrange(len(examples))] for _ in range(cfg.qa_batch)], dist)
-            out_ = step_loss(batch)
+            with autocast(cfg, qa.device):  # cfg.autocast: "auto" is bf16 (fp16) on a GPU, fp32 on a CPU
+                out_ = step_loss(batch)
             loop.opt.zero_grad(set_to_none=True)
-            (out_["loss"] * (dist.world * share)).backward()  # DDP averages: the global batch's mean gradient
+            loop.backward(out_["loss"] * (dist.world * share))  # DDP averages: the global batch's mean gradient
             loop.step()
             loop.record(**global_row(scalars(out_), share, dist))
     except Interrupted:

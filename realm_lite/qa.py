@@ -234,12 +234,15 @@ def closed_book_loss(qa: QASystem, batch) -> dict:
 @torch.no_grad()
 def predict(qa: QASystem, examples, batch_size: int = 16) -> list[dict]:
     """The best span over all read blocks, argmax_{z, s} p(z|x) p(s|z,x), one row per question."""
+    from realm_lite.pretrain import autocast
+
     was_training = qa.model.training
     qa.model.eval()
     rows = []
-    for i in range(0, len(examples), batch_size):
-        batch = examples[i:i + batch_size]
-        rows += _predict_closed_book(qa, batch) if qa.name == "closed-book" else _predict_open(qa, batch)
+    with autocast(qa.cfg, qa.device):  # as the system was fine-tuned (cfg.autocast)
+        for i in range(0, len(examples), batch_size):
+            batch = examples[i:i + batch_size]
+            rows += _predict_closed_book(qa, batch) if qa.name == "closed-book" else _predict_open(qa, batch)
     qa.model.train(was_training)  # a loaded system stays in eval mode, a system being fine-tuned goes on training
     return rows
 

@@ -87,6 +87,29 @@ def test_query_side_finetuning_keeps_the_document_side_frozen(run, tmp_path):
 
 
 @pytest.mark.slow
+def test_bf16_autocast_fine_tunes_and_predicts_in_bf16_close_to_fp32(run, tmp_path, monkeypatch):
+    """cfg.autocast=bf16 (the choice on a CPU with AMX; "auto" is bf16 on a GPU): the reader runs in bf16 in
+    fine-tuning and prediction, the weights stay fp32, the losses stay near fp32's."""
+    from realm_lite.qa import predict
+
+    examples = load_qa("world", "train", world=system_from_run(run, "bm25", QA_TINY, log=lambda s: None).world)
+    systems, dtypes = {}, []
+    monkeypatch.setattr(torch.nn.Linear, "forward", lambda self, x, f=torch.nn.Linear.forward: (
+        dtypes.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None), f(self, x))[1])
+    for precision in ("off", "bf16"):
+        dtypes.clear()
+        qa = system_from_run(run, "bm25", dict(QA_TINY, autocast=precision), log=lambda s: None)
+        systems[precision] = (finetune(qa, examples, tmp_path / precision, log=lambda s: None), qa)
+        assert set(dtypes) == {None if precision == "off" else torch.bfloat16}
+        dtypes.clear()
+        predict(qa, examples[:4])
+        assert set(dtypes) == {None if precision == "off" else torch.bfloat16}
+        assert all(p.dtype == torch.float32 for p in qa.model.parameters())
+    for a, b in zip(systems["off"][0], systems["bf16"][0]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=0.05, abs=0.05)
+
+
+@pytest.mark.slow
 def test_finetune_resume_reaches_the_same_result(run, tmp_path):
     examples = load_qa("world", "train", world=system_from_run(run, "bm25", QA_TINY, log=lambda s: None).world)
     full = system_from_run(run, "realm", QA_TINY, log=lambda s: None)
