@@ -391,12 +391,15 @@ def _async(rank: int, world: int, rdzv: str, out):
         return swapped
 
     IndexRefresher.request, IndexRefresher.poll = killing_request, waiting_poll
-    with _group(rank, world, rdzv):
-        cfg = get_config("quick", **ASYNC)
-        run = setup_run("world", cfg, out / f"corpus-{world}-{rank}", log=lambda s: None)
-        logs = []
-        history = train_realm(run.model, run.pool, run.blocks, run.inputs, run.tokenizer, cfg, out / f"run-{world}",
-                              run.device, log=logs.append, dist=Dist(rank, world))
+    try:  # a world of one runs in the test's own process: the class is restored for the tests after it
+        with _group(rank, world, rdzv):
+            cfg = get_config("quick", **ASYNC)
+            run = setup_run("world", cfg, out / f"corpus-{world}-{rank}", log=lambda s: None)
+            logs = []
+            history = train_realm(run.model, run.pool, run.blocks, run.inputs, run.tokenizer, cfg,
+                                  out / f"run-{world}", run.device, log=logs.append, dist=Dist(rank, world))
+    finally:
+        IndexRefresher.request, IndexRefresher.poll = request, poll
         (ref,) = seen["refreshers"]
         torch.save({"history": history, "model": run.model.state_dict(), "swaps": seen["swaps"], "logs": logs,
                     "failures": ref.failures, "index_step": ref.index_step, "version": ref.index.version},
