@@ -6,9 +6,13 @@
     RU(z)        = log p(y | z, x) - log p(y | ∅, x)                   retrieval utility of one document z
 
 The MLM head is computed only at the masked positions: for a small model the vocabulary
-projection over every position would cost more than the encoder itself.
+projection over every position would cost more than the encoder itself. From a BERT checkpoint the head starts
+as BERT's own (the paper initialises the knowledge-augmented encoder, head included, from BERT's masked LM).
 """
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -28,6 +32,21 @@ class KnowledgeAugmentedEncoder(nn.Module):
         self.transform = nn.Sequential(nn.Linear(h, h), nn.GELU(), nn.LayerNorm(h, eps=bert.config.layer_norm_eps))
         self.bias = nn.Parameter(torch.zeros(bert.config.vocab_size))
 
+    def load_mlm_head(self, checkpoint: str) -> bool:
+        """Start the head as the checkpoint's masked-LM head (BERT's `cls.predictions`); False, the head left as
+        initialised, when the checkpoint has none (a sentence encoder such as all-MiniLM-L6-v2)."""
+        head = checkpoint_mlm_head(checkpoint)
+        if head is None:
+            return False
+        params = dict(self.named_parameters())
+        with torch.no_grad():
+            for name in _HEAD_KEYS:
+                if head[name].shape != params[name].shape:
+                    raise ValueError(f"the masked-LM head of {checkpoint!r} has {name} of shape "
+                                     f"{tuple(head[name].shape)}, the encoder {tuple(params[name].shape)}")
+                params[name].copy_(head[name])
+        return True
+
     def token_log_probs(self, input_ids, attention_mask, token_type_ids, masked_positions) -> torch.Tensor:
         """log p(y_j = v | z, x) at each masked position: (N, L) inputs, (N, M) positions -> (N, M, V) float32."""
         h = self.bert(input_ids=input_ids, attention_mask=attention_mask,
@@ -40,6 +59,65 @@ class KnowledgeAugmentedEncoder(nn.Module):
         """log p(y | z, x) for each row: (N, L) inputs, (N, M) masked positions and targets (-100 = padding) -> (N,)."""
         logp = self.token_log_probs(input_ids, attention_mask, token_type_ids, masked_positions)  # (N, M, V)
         return sequence_log_prob(logp, target_ids)
+
+
+# BERT's masked-LM head in a checkpoint (BertForMaskedLM, BertForPreTraining), by our names; older files name
+# LayerNorm's parameters gamma and beta
+_HEAD_KEYS = {"transform.0.weight": ("cls.predictions.transform.dense.weight",),
+              "transform.0.bias": ("cls.predictions.transform.dense.bias",),
+              "transform.2.weight": ("cls.predictions.transform.LayerNorm.weight",
+                                     "cls.predictions.transform.LayerNorm.gamma"),
+              "transform.2.bias": ("cls.predictions.transform.LayerNorm.bias",
+                                   "cls.predictions.transform.LayerNorm.beta"),
+              "bias": ("cls.predictions.bias", "cls.predictions.decoder.bias")}
+
+
+def checkpoint_mlm_head(checkpoint: str) -> dict[str, torch.Tensor] | None:
+    """The masked-LM head's tensors of a checkpoint directory or (cached) hub name, by KnowledgeAugmentedEncoder's
+    names; None when its weights hold no such head. Reads the head's tensors only, not the model's."""
+    files = _weight_files(checkpoint)
+    if not files:
+        raise OSError(f"no model.safetensors or pytorch_model.bin in checkpoint {checkpoint!r}")
+    found: dict[str, torch.Tensor] = {}
+    for f in files:
+        if f.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(f, framework="pt") as st:
+                found.update({k: st.get_tensor(k) for k in st.keys() if k.startswith("cls.predictions.")})
+        else:
+            state = torch.load(f, map_location="cpu", weights_only=True)
+            found.update({k: v for k, v in state.items() if k.startswith("cls.predictions.")})
+    head = {}
+    for ours, theirs in _HEAD_KEYS.items():
+        key = next((k for k in theirs if k in found), None)
+        if key is None:
+            return None
+        head[ours] = found[key].float()
+    return head
+
+
+def _weight_files(checkpoint: str) -> list[str]:
+    """The checkpoint's weight files (one, or the shards a *.index.json names): safetensors first, else .bin."""
+    import json
+
+    from transformers.utils import cached_file
+
+    def get(name):
+        if os.path.isdir(checkpoint):
+            path = Path(checkpoint) / name
+            return str(path) if path.is_file() else None
+        return cached_file(checkpoint, name, _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False)
+
+    for single, index in (("model.safetensors", "model.safetensors.index.json"),
+                          ("pytorch_model.bin", "pytorch_model.bin.index.json")):
+        if (path := get(single)) is not None:
+            return [path]
+        if (path := get(index)) is not None:
+            shards = sorted(set(json.loads(Path(path).read_text())["weight_map"].values()))
+            return [p for p in map(get, shards) if p is not None]
+    return []
 
 
 def sequence_log_prob(token_logp: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:

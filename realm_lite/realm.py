@@ -21,6 +21,7 @@ from realm_lite.batching import by_length, encoder_inputs, join
 from realm_lite.marginal import (KnowledgeAugmentedEncoder, marginal_gain, marginal_log_likelihood,
                                  pad_targets, sequence_log_prob, top_retrieval_utility)
 from realm_lite.retriever import Retriever, build_bert
+from realm_lite.tokenizer import resolve_checkpoint
 
 
 @dataclass
@@ -38,8 +39,11 @@ class Realm(nn.Module):
     def __init__(self, cfg, vocab_size: int):
         super().__init__()
         self.retriever = Retriever(cfg, vocab_size)
-        self.reader = KnowledgeAugmentedEncoder(build_bert(cfg, cfg.reader_layers, vocab_size,
-                                                           cfg.reader_backbone or cfg.backbone, cfg.reader_backbone_layers))
+        reader_backbone = cfg.reader_backbone or cfg.backbone
+        self.reader = KnowledgeAugmentedEncoder(build_bert(cfg, cfg.reader_layers, vocab_size, reader_backbone,
+                                                           cfg.reader_backbone_layers))
+        if reader_backbone:  # BERT's masked-LM head where the checkpoint has one (the paper's initialisation)
+            self.reader.load_mlm_head(resolve_checkpoint(reader_backbone))
 
 
 class BlockInputs:

@@ -117,6 +117,50 @@ def test_pretrained_reader_keeps_its_lower_layers_and_the_towers_stay_from_scrat
         build_bert(cfg, 2, 40000, backbone="minilm")
 
 
+@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
+def test_a_bert_checkpoint_starts_the_reader_as_its_masked_lm(cfg, tmp_path, weights):
+    """From a BertForMaskedLM checkpoint, p(y_j|z,x) before any training is that model's masked-LM distribution:
+    the head's transform and bias come from the checkpoint, as the paper initialises REALM from BERT."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    from realm_lite.realm import Realm
+
+    torch.manual_seed(0)
+    mlm = BertForMaskedLM(BertConfig(vocab_size=90, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=64, hidden_dropout_prob=0.0,
+                                     attention_probs_dropout_prob=0.0)).eval()
+    with torch.no_grad():  # a head unlike a fresh one in every tensor
+        for p in (mlm.cls.predictions.bias, mlm.cls.predictions.transform.LayerNorm.weight,
+                  mlm.cls.predictions.transform.LayerNorm.bias):
+            p.normal_()
+    ckpt = tmp_path / "bert-mlm"
+    if weights == "model.safetensors":
+        mlm.save_pretrained(ckpt)
+    else:  # the older format, as bert-base-uncased's first upload
+        mlm.config.save_pretrained(ckpt)
+        torch.save(mlm.state_dict(), ckpt / weights)
+    assert [f.name for f in ckpt.glob("*_model.bin")] + [f.name for f in ckpt.glob("*.safetensors")] == [weights]
+    realm = Realm(cfg.replace(backbone=str(ckpt), dropout=0.0), 90).eval()
+    ids = torch.randint(5, 90, (2, 12))  # (N, L)
+    mask, types = torch.ones_like(ids), torch.zeros_like(ids)
+    pos = torch.tensor([[3, 7], [1, 10]])  # (N, M)
+    with torch.no_grad():
+        ours = realm.reader.token_log_probs(ids, mask, types, pos)  # (N, M, V)
+        logits = mlm(input_ids=ids, attention_mask=mask, token_type_ids=types).logits  # (N, L, V)
+    theirs = torch.log_softmax(logits, -1).gather(1, pos.unsqueeze(-1).expand(-1, -1, 90))
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_a_checkpoint_without_a_masked_lm_head_leaves_the_head_as_initialised(tmp_path):
+    """all-MiniLM-L6-v2 is a sentence encoder: its weights hold no masked-LM head, and the reader's head is fresh."""
+    from realm_lite.marginal import checkpoint_mlm_head
+    from realm_lite.tokenizer import resolve_checkpoint
+
+    assert checkpoint_mlm_head(resolve_checkpoint("minilm")) is None
+    with pytest.raises(OSError, match="no model.safetensors or pytorch_model.bin in checkpoint"):
+        checkpoint_mlm_head(str(tmp_path))
+
+
 def test_doc_input_is_cls_title_sep_body_sep(tokenizer, cfg):
     enc = encode_blocks(["Merkstead"], ["A city."], tokenizer, cfg.block_len)
     toks = tokenizer.convert_ids_to_tokens(enc["input_ids"][0])
