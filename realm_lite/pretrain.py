@@ -185,7 +185,8 @@ def warm_start(model: Realm, pool: QueryPool, blocks, inputs: BlockInputs, token
             stop_after=stop_after[1] if stop_after and stop_after[0] == stage else None, writes=dist.main)
 
     if cfg.warm_start == "none":
-        log("warm start: none (cold start, a randomly initialised retriever)")
+        log(f"warm start: none (the towers as {cfg.backbone!r} left them)" if cfg.backbone else
+            "warm start: none (cold start, a randomly initialised retriever)")
     elif ck is None or ck["stage"] == cfg.warm_start:  # else the retriever's stage was done before the kill
         if cfg.warm_start == "ict":
             train_ids, heldout = split_heldout(blocks, 0.1, cfg.seed)
