@@ -74,7 +74,7 @@ _HEAD_KEYS = {"transform.0.weight": ("cls.predictions.transform.dense.weight",),
 
 def checkpoint_mlm_head(checkpoint: str) -> dict[str, torch.Tensor] | None:
     """The masked-LM head's tensors of a checkpoint directory or (cached) hub name, by KnowledgeAugmentedEncoder's
-    names; None when its weights hold no such head. Reads the head's tensors only, not the model's."""
+    names; None when its weights hold no such head (from safetensors only the head's tensors are read)."""
     files = _weight_files(checkpoint)
     if not files:
         raise OSError(f"no model.safetensors or pytorch_model.bin in checkpoint {checkpoint!r}")
