@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from realm_lite.config import QA_SYSTEMS  # torch-free: `realm-lite --help` imports neither torch nor transformers
+from realm_lite.config import PRESETS, QA_SYSTEMS  # torch-free: `realm-lite --help` imports neither torch nor transformers
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub name otherwise takes ~50 s to fail offline; opt in with 0
 
@@ -267,7 +267,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p, corpus=True):
-        p.add_argument("--preset", default="quick", help="quick | cpu | cpu-long | cpu-paper | full (see realm_lite.config)")
+        p.add_argument("--preset", default="quick", help=f"{' | '.join(PRESETS)} (see realm_lite.config)")
         p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config keys, e.g. seed=1")
         p.add_argument("--out", required=True, help="output directory")
         if corpus:

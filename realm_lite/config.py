@@ -3,11 +3,12 @@
     cfg = get_config("cpu", world_entities=3000)   # a preset plus keyword overrides
     cfg.save("runs/demo")                           # writes runs/demo/config.json
 
-Six presets:
+Seven presets:
   quick     : CI and the notebooks' default; every stage runs in seconds on a CPU.
   cpu       : the small-scale recipe, a real training run on a 2-core laptop (the target: 30 minutes).
   cpu-long  : the cpu recipe made longer, with dropout: a little better, about 1.6 times as long.
   cpu-paper : the paper's recipe (ICT warm start, no reader warm-up) at the cpu preset's scale.
+  cpu-text  : real text (SQuAD paragraphs) on a 2-core CPU, every encoder from the offline all-MiniLM-L6-v2.
   full      : a GPU run with bert-base-sized encoders and Wikipedia-scale corpora.
   full-smoke: `full`'s code path, lengths and stages on a CPU in a minute: the offline MiniLM checkpoint, a few steps.
 """
@@ -87,6 +88,7 @@ class Config:
     reader_warmup_z: str = "own"  # own: x's own block minus x | salient: another block holding y and another span of x | mixed: half each | own-then-mixed: own first, then mixed | none: ∅ (plain MLM)
     reader_warmup_own_frac: float = 2 / 3  # own-then-mixed: the fraction of reader_warmup_steps with own blocks only
     reader_warmup_lr: float = 5e-4  # the reader warm-up's learning rate (REALM's is reader_lr)
+    reader_head_lr: float = -1.0  # the warm-up's lr for the masked-LM head (transform, bias); -1 = reader_warmup_lr (a fresh head on a pretrained body: higher)
     warm_lr_decay: bool = False  # the warm starts' lr: false = constant; true = warm up over 5% of the steps, then fall linearly to 0
 
     # --- REALM pre-training (realm_lite.realm, realm_lite.pretrain; paper sections 3.1-3.4) ---
@@ -139,6 +141,9 @@ class Config:
         if self.qa_read > self.qa_retrieve:
             raise ConfigError(f"qa_read={self.qa_read} is more than qa_retrieve={self.qa_retrieve}: the reader "
                               "reads the top qa_read of the qa_retrieve blocks retrieved")
+        if self.reader_head_lr < 0 and self.reader_head_lr != -1:
+            raise ConfigError(f"reader_head_lr={self.reader_head_lr!r} is out of range: reader_head_lr must be >= 0, "
+                              "or -1 for reader_warmup_lr")
         if self.hidden % self.heads:
             raise ConfigError(f"hidden={self.hidden} is not a multiple of heads={self.heads}: "
                               "each attention head gets hidden/heads dimensions")
@@ -233,6 +238,7 @@ RANGES = {
     "reader_warmup_steps": "[0, inf)",
     "reader_warmup_own_frac": "[0, 1]",
     "reader_warmup_lr": "[0, inf)",
+    "reader_head_lr": "[-1, inf)",  # and -1 or >= 0: see __post_init__
     "realm_steps": "[0, inf)",
     "batch_size": "[1, inf)",
     "k": "[2, inf)",
@@ -264,6 +270,7 @@ WHY = {  # the reason for a bound that is not plain "a count" or "a probability"
     "k": "REALM needs at least one retrieved block beside the null document",
     "clip_norm": "0 would clip every gradient to nothing",
     "reader_warmup_own_frac": "a fraction of the reader warm-up's steps",
+    "reader_head_lr": "-1 = reader_warmup_lr, else a learning rate",
 }
 
 
@@ -345,6 +352,20 @@ PRESETS["full-smoke"] = dict(PRESETS["full"], tokenizer="", backbone="minilm", w
                              ict_batch=8, realm_steps=4, batch_size=1, warmup_steps=2, refresh_every=2,
                              checkpoint_every=2, eval_queries=20, log_every=2, progress=False, qa_retrieve=32,
                              qa_steps=4, qa_batch=1, qa_warmup_steps=1)
+
+# Real text on a 2-core CPU: SQuAD paragraphs (or any SQuAD-format file) from the offline all-MiniLM-L6-v2, the
+# shape of `full` made small. The towers are MiniLM's own sentence geometry: [CLS] pooling, no projection
+# (proj_dim=0; a fresh projection threw away much of it, docs/results.md), 256-wordpiece blocks, no retriever warm
+# start (ict_steps=0: the QA baseline "ict" is then the pretrained towers with no REALM step). MiniLM has no
+# masked-LM head, so a reader warm-up on x's own block trains a fresh one (its own, higher lr); REALM then trains
+# the retriever against the frozen reader (k=4), and QA reads the top 2 of 20 blocks, 4 questions a step.
+PRESETS["cpu-text"] = dict(PRESETS["full"], tokenizer="", backbone="minilm", block_len=256, query_len=64,
+                           pooling="cls", proj_dim=0, warm_start="none", ict_steps=0,
+                           reader_warmup_steps=200, reader_warmup_z="own", reader_warmup_lr=1e-4,
+                           reader_head_lr=3e-3, realm_steps=100, batch_size=8, k=4, reader_lr=0.0,
+                           retriever_lr=1e-5, warmup_steps=10, refresh_every=50, checkpoint_every=50,
+                           eval_queries=256, log_every=10, progress=True, qa_retrieve=20, qa_read=2, qa_steps=150,
+                           qa_batch=4, qa_lr=1e-4, qa_retriever_lr=1e-5, qa_warmup_steps=15)
 
 
 def _check_keys(d: dict, where: str = "overrides") -> None:

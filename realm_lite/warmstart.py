@@ -100,7 +100,8 @@ def train_salient(model, pool, blocks, inputs: BlockInputs, cfg, device, log=pri
 
 def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print,
                         checkpoints: Checkpoints | None = None, dist: Dist | None = None) -> list[dict]:
-    """cfg.reader_warmup_steps steps of -log p(y|z,x), lr cfg.reader_warmup_lr, with z chosen by cfg.reader_warmup_z:
+    """cfg.reader_warmup_steps steps of -log p(y|z,x), lr cfg.reader_warmup_lr (the masked-LM head's: cfg.reader_head_lr
+    when set), with z chosen by cfg.reader_warmup_z:
     "own" = x's own block minus x; "salient" = another block holding both y and another salient span of x;
     "mixed" = half of each batch of each kind (own blocks teach copying the block's subject, evidence blocks
     copying a related span, which is what REALM's gold blocks ask for); "own-then-mixed" = the first
@@ -133,7 +134,11 @@ def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print,
         return [seen[t] for t in texts]
 
     model.reader.train()
-    loop = Loop("reader_warmup", cfg.reader_warmup_steps, model.reader.parameters(), cfg, lr=cfg.reader_warmup_lr,
+    head = [p for n, p in model.reader.named_parameters() if not n.startswith("bert.")]  # transform, bias
+    body = [p for n, p in model.reader.named_parameters() if n.startswith("bert.")]
+    head_lr = cfg.reader_warmup_lr if cfg.reader_head_lr < 0 else cfg.reader_head_lr
+    groups = [{"params": body, "lr": cfg.reader_warmup_lr}, {"params": head, "lr": head_lr}]
+    loop = Loop("reader_warmup", cfg.reader_warmup_steps, groups, cfg, lr=cfg.reader_warmup_lr,
                 weight_decay=cfg.weight_decay, clip=cfg.clip_norm, warmup=warm_schedule(cfg, cfg.reader_warmup_steps),
                 rng=rng, device=device, log=log, desc="reader warm-up", checkpoints=checkpoints)
 

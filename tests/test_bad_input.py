@@ -39,6 +39,7 @@ BAD = {
     "reader_warmup_steps": [-1],
     "reader_warmup_own_frac": [-0.1, 1.1],
     "reader_warmup_lr": [-1e-4],
+    "reader_head_lr": [-2.0, -0.5],
     "realm_steps": [-5],
     "batch_size": [-3, 0],
     "k": [1, 0],
@@ -64,7 +65,8 @@ BAD = {
 EDGES = dict(realm_steps=0, ict_steps=0, reader_warmup_steps=0, qa_steps=0, warmup_steps=0, eval_queries=0, seed=0,
              dropout=0.0, mask_prob=1.0, heldout_fraction=0.0, reader_lr=0.0, ict_remove_prob=1.0, k=2, recall_k=1,
              world_entities=50, world_phrasings=1, world_restate=3, block_len=12, query_len=3, batch_size=1,
-             reader_backbone_layers=0, reader_warmup_own_frac=1.0, qa_read=20, qa_retrieve=20)
+             reader_backbone_layers=0, reader_warmup_own_frac=1.0, qa_read=20, qa_retrieve=20,
+             reader_head_lr=-1.0)
 
 
 def _numeric_keys() -> set:

@@ -10,7 +10,7 @@ FIELDS = {f.name for f in dataclasses.fields(Config)}
 
 
 # ---- presets and keyword overrides -----------------------------------------------------------
-@pytest.mark.parametrize("name", ["quick", "cpu", "cpu-long", "cpu-paper", "full", "full-smoke"])
+@pytest.mark.parametrize("name", ["quick", "cpu", "cpu-long", "cpu-paper", "cpu-text", "full", "full-smoke"])
 def test_presets_exist_and_apply_their_values(name):
     cfg = get_config(name)
     assert cfg.preset == name
@@ -52,6 +52,17 @@ def test_cpu_is_the_small_scale_recipe_and_cpu_paper_the_papers():
                                                                            cpu.realm_steps)
 
 
+def test_cpu_text_is_full_from_minilm_made_small_for_real_text():
+    """cpu-text: the offline MiniLM as every encoder, its own geometry (no projection, [CLS]), no retriever warm
+    start (the QA baseline "ict" is the pretrained towers), a reader warm-up for the missing masked-LM head."""
+    text, full = get_config("cpu-text"), get_config("full")
+    assert (text.backbone, text.tokenizer, text.pooling, text.proj_dim) == ("minilm", "", "cls", 0)
+    assert (text.warm_start, text.ict_steps) == ("none", 0)
+    assert text.reader_warmup_steps > 0 and text.reader_head_lr > text.reader_warmup_lr and text.reader_lr == 0
+    assert text.realm_steps < full.realm_steps and text.qa_steps < full.qa_steps and text.qa_read < full.qa_read
+    assert text.eval_queries > 0  # not all 2,571 held-out sentences: minutes on a CPU
+
+
 def test_default_preset_is_quick():
     assert get_config() == get_config("quick")
 
@@ -81,7 +92,7 @@ def test_unknown_preset_lists_valid_presets():
         get_config("huge")
     msg = str(e.value)
     assert "huge" in msg
-    for name in ("quick", "cpu", "cpu-long", "cpu-paper", "full"):
+    for name in ("quick", "cpu", "cpu-long", "cpu-paper", "cpu-text", "full", "full-smoke"):
         assert name in msg
 
 

@@ -463,6 +463,23 @@ def test_reader_warmup_with_no_block_reads_the_null_document(cfg, tokenizer, blo
     assert all(z == [] for _, zs in joined for z in zs) and sum(len(xs) for xs, _ in joined) == 2 * 4
 
 
+@pytest.mark.parametrize("head_lr, head_moves", [(1e-2, True), (-1.0, False)])
+def test_reader_head_lr_trains_the_masked_lm_head_at_its_own_rate(cfg, tokenizer, blocks, pool, head_lr, head_moves):
+    """reader_head_lr: the head (transform, bias) at its own lr; with the body's lr 0, only the head moves;
+    -1 gives the head the body's lr (here 0: nothing moves)."""
+    from realm_lite.warmstart import train_reader_warmup
+
+    torch.manual_seed(0)
+    model = Realm(cfg, len(tokenizer))
+    before = {n: p.detach().clone() for n, p in model.reader.named_parameters()}
+    c = cfg.replace(reader_warmup_steps=2, batch_size=4, reader_warmup_z="own", reader_warmup_lr=0.0,
+                    reader_head_lr=head_lr, log_every=1)
+    train_reader_warmup(model, pool, blocks, tokenizer, c, "cpu", log=lambda s: None)
+    moved = {n for n, p in model.reader.named_parameters() if not torch.equal(p, before[n])}
+    assert moved == ({"transform.0.weight", "transform.0.bias", "transform.2.weight", "transform.2.bias", "bias"}
+                     if head_moves else set())
+
+
 @pytest.mark.parametrize("decay", [False, True])
 def test_warm_starts_decay_their_lr_only_when_asked(cfg, tokenizer, blocks, pool, monkeypatch, decay):
     """warm_lr_decay: the salient and reader warm-ups warm up over 5% of their steps, then fall linearly to 0;
