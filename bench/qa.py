@@ -21,11 +21,13 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).parent))
 
+from common import machine  # noqa: E402
 from realm_lite.config import get_config, parse_overrides  # noqa: E402
 from realm_lite.finetune import compare_systems, qa_table  # noqa: E402
 from realm_lite.io import atomic_write_text  # noqa: E402
-from realm_lite.pretrain import pretrain  # noqa: E402
+from realm_lite.pretrain import pretrain, resolve_device  # noqa: E402
 from realm_lite.qa import SYSTEMS  # noqa: E402
 
 
@@ -78,7 +80,7 @@ def main(argv=None) -> int:
     report = {"command": " ".join(["python bench/qa.py"] + (argv if argv is not None else sys.argv[1:])),
               "corpus": args.corpus, "preset": args.preset, "overrides": overrides, "init": str(init),
               "pretrain_after_realm": pre.get("after_realm"), "systems": results,
-              "seconds": round(time.time() - t0, 1)}
+              "seconds": round(time.time() - t0, 1), "machine": machine(resolve_device(cfg.device))}
     atomic_write_text(out_json, json.dumps(report, indent=2) + "\n")
     print(qa_table(results))
     print(f"results written to {out_json}")
