@@ -358,9 +358,10 @@ PRESETS["full-smoke"] = dict(PRESETS["full"], tokenizer="", backbone="minilm", w
 # (proj_dim=0; a fresh projection threw away much of it, docs/results.md), 256-wordpiece blocks, no retriever warm
 # start (ict_steps=0: the QA baseline "ict" is then the pretrained towers with no REALM step). MiniLM has no
 # masked-LM head, so a reader warm-up on x's own block trains a fresh one (its own, higher lr); REALM then trains
-# the retriever against the frozen reader (k=4), and QA reads the top 2 of 20 blocks, 4 questions a step.
-PRESETS["cpu-text"] = dict(PRESETS["full"], tokenizer="", backbone="minilm", block_len=256, query_len=64,
-                           pooling="cls", proj_dim=0, warm_start="none", ict_steps=0,
+# the retriever against the frozen reader (k=4), and QA reads the top 2 of 20 blocks, 4 questions a step. With
+# `--corpus world` (the CLI's default) the world is the cpu preset's 2,000 entities, not full's 20,000.
+PRESETS["cpu-text"] = dict(PRESETS["full"], tokenizer="", backbone="minilm", world_entities=2000, block_len=256,
+                           query_len=64, pooling="cls", proj_dim=0, warm_start="none", ict_steps=0,
                            reader_warmup_steps=200, reader_warmup_z="own", reader_warmup_lr=1e-4,
                            reader_head_lr=3e-3, realm_steps=100, batch_size=8, k=4, reader_lr=0.0,
                            retriever_lr=1e-5, warmup_steps=10, refresh_every=50, checkpoint_every=50,
