@@ -134,11 +134,12 @@ def train_reader_warmup(model, pool, blocks, tokenizer, cfg, device, log=print,
         return [seen[t] for t in texts]
 
     model.reader.train()
-    head = [p for n, p in model.reader.named_parameters() if not n.startswith("bert.")]  # transform, bias
-    body = [p for n, p in model.reader.named_parameters() if n.startswith("bert.")]
-    head_lr = cfg.reader_warmup_lr if cfg.reader_head_lr < 0 else cfg.reader_head_lr
-    groups = [{"params": body, "lr": cfg.reader_warmup_lr}, {"params": head, "lr": head_lr}]
-    loop = Loop("reader_warmup", cfg.reader_warmup_steps, groups, cfg, lr=cfg.reader_warmup_lr,
+    params = model.reader.parameters()  # one group; with reader_head_lr >= 0, two: the body and the head (transform, bias)
+    if cfg.reader_head_lr >= 0:
+        named = list(model.reader.named_parameters())
+        params = [{"params": [p for n, p in named if n.startswith("bert.")], "lr": cfg.reader_warmup_lr},
+                  {"params": [p for n, p in named if not n.startswith("bert.")], "lr": cfg.reader_head_lr}]
+    loop = Loop("reader_warmup", cfg.reader_warmup_steps, params, cfg, lr=cfg.reader_warmup_lr,
                 weight_decay=cfg.weight_decay, clip=cfg.clip_norm, warmup=warm_schedule(cfg, cfg.reader_warmup_steps),
                 rng=rng, device=device, log=log, desc="reader warm-up", checkpoints=checkpoints)
 
