@@ -45,7 +45,7 @@ def _search_on_shards(rank: int, world: int, rdzv: str):
             s, i = sharded.search(q, k, exclude=excl)
             s1, i1 = whole.search(q, k, exclude=excl)
             assert torch.equal(i, i1), (k, i, i1)
-            assert torch.allclose(s, s1)
+            assert torch.allclose(s, s1, atol=1e-5)  # the same products summed in another order (BLAS blocking)
             assert all(not (set(row) & e) for row, e in zip(i.tolist(), excl))
         with pytest.raises(ValueError, match="exceeds"):
             sharded.search(q, N, exclude=excl)
